@@ -1,0 +1,661 @@
+"""One AMQP channel: a handler per method, exactly one place for each decision.
+
+The connection hands the channel decoded methods and raw content frames; the channel checks
+permissions and preconditions, proposes metadata commands to the node, routes and enqueues
+publishes, tracks deliveries awaiting acknowledgement, confirms, transactions and QoS, and
+writes its replies into the connection's output buffer. No I/O happens here.
+
+Errors are raised as `AMQPError`; the connection turns them into channel.close or
+connection.close depending on the reply code (HARD_ERRORS), as RabbitMQ does.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from pamqp import commands as C
+
+from ..amqp import codec
+from ..amqp.constants import (
+    ACCESS_REFUSED,
+    COMMAND_INVALID,
+    NO_ROUTE,
+    NOT_ALLOWED,
+    NOT_FOUND,
+    NOT_IMPLEMENTED,
+    PRECONDITION_FAILED,
+    RESOURCE_LOCKED,
+    UNEXPECTED_FRAME,
+)
+from ..amqp.errors import AMQPError
+from .arguments import check_exchange_equivalence, check_queue_equivalence, validate_queue_args
+from .consumer import Consumer
+from .exchanges import EXCHANGE_TYPES
+from .message import FLAG_USER_ID, Message
+
+if TYPE_CHECKING:
+    from ..meta.records import ExchangeRecord, QueueRecord
+    from ..queues.classic import ClassicQueue
+    from .connection import Connection
+
+OPEN, CLOSING = "open", "closing"
+
+
+def _gen_name(prefix: str) -> str:
+    return prefix + base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+class Channel:
+    def __init__(self, conn: Connection, number: int) -> None:
+        self.conn = conn
+        self.node = conn.node
+        self.number = number
+        self.state = OPEN
+        self.deliverable = conn.writable
+        self.consumers: dict[str, Consumer] = {}
+        # delivery_tag -> (queue, entry, consumer or None for basic.get); insertion = tag order
+        self.unacked: dict[int, tuple[ClassicQueue, tuple, Consumer | None]] = {}
+        self.unacked_count = 0
+        self.next_delivery_tag = 0
+        self.prefetch = 0  # applied to consumers created later (global=false)
+        self.global_prefetch = 0  # shared by the channel's consumers (global=true)
+        self.confirm = False
+        self.publish_seq = 0
+        self.confirmed_seq = 0
+        self.confirm_pending = False
+        self.tx = False
+        # buffered inside a transaction: ("publish", fn) or ("settle", taken, rejected, requeue)
+        self.tx_ops: list[tuple] = []
+        self.last_queue = ""
+        self.flow_active = True
+        # content being assembled: the publish method waiting for its header and body
+        self._publish: tuple | None = None
+        self._header: bytes | None = None
+        self._body_size = 0
+        self._body_parts: list[bytes] = []
+        self._body_received = 0
+
+    # -- frames from the connection -------------------------------------------------------------
+    def handle_method(self, class_id: int, method_id: int, payload: bytes) -> None:
+        if self._publish is not None:
+            raise AMQPError(UNEXPECTED_FRAME, "expected content header for class 60, got "
+                            "non content header frame instead", class_id, method_id)
+        if class_id == 60:
+            if method_id == 40:
+                exchange, routing_key, ex_ss, rk_ss, bits = codec.decode_publish(payload)
+                if bits & 2:
+                    raise AMQPError(NOT_IMPLEMENTED, "immediate=true", 60, 40)
+                self._publish = (exchange, routing_key, ex_ss, rk_ss, bool(bits & 1))
+                return
+            if method_id == 80:
+                tag, bits = codec.decode_tag_bits(payload, 80)
+                self._guard(60, 80, self.handle_ack, tag, bool(bits & 1))
+                return
+            if method_id == 120:
+                tag, bits = codec.decode_tag_bits(payload, 120)
+                self._guard(60, 120, self.handle_nack, tag, bool(bits & 1), bool(bits & 2))
+                return
+            if method_id == 90:
+                tag, bits = codec.decode_tag_bits(payload, 90)
+                self._guard(60, 90, self.handle_nack, tag, False, bool(bits & 1))
+                return
+        method = codec.decode_method(payload)
+        handler = _HANDLERS.get((class_id, method_id))
+        if handler is None:
+            raise AMQPError(COMMAND_INVALID if class_id in (10, 20) else NOT_IMPLEMENTED,
+                            f"unexpected method {method.name}", class_id, method_id)
+        self._guard(class_id, method_id, handler, self, method)
+
+    @staticmethod
+    def _guard(class_id: int, method_id: int, fn: Callable, *args: Any) -> None:
+        try:
+            fn(*args)
+        except AMQPError as e:
+            raise e.on(class_id, method_id) from None
+
+    def handle_header(self, payload: bytes) -> None:
+        if self._publish is None or self._header is not None:
+            raise AMQPError(UNEXPECTED_FRAME, "expected method frame, got content header")
+        class_id, _weight, body_size = codec.CONTENT_HDR.unpack_from(payload, 0)
+        if class_id != 60:
+            raise AMQPError(UNEXPECTED_FRAME, f"content header for class {class_id}")
+        limit = self.node.config.max_message_size
+        if body_size > limit:
+            self._publish = None
+            raise AMQPError(PRECONDITION_FAILED,
+                            f"message size {body_size} is larger than configured max size {limit}",
+                            60, 40)
+        if body_size == 0:
+            self._complete(payload, b"")
+        else:
+            self._header = payload
+            self._body_size = body_size
+
+    def handle_body(self, payload: bytes) -> None:
+        if self._header is None:
+            raise AMQPError(UNEXPECTED_FRAME, "expected method frame, got content body")
+        received = self._body_received + len(payload)
+        if received > self._body_size:
+            raise AMQPError(UNEXPECTED_FRAME, "content body larger than declared body size")
+        if received == self._body_size and not self._body_parts:
+            self._complete(self._header, payload)
+            return
+        self._body_parts.append(payload)
+        self._body_received = received
+        if received == self._body_size:
+            body = b"".join(self._body_parts)
+            self._body_parts = []
+            self._body_received = 0
+            self._complete(self._header, body)
+
+    def _complete(self, header: bytes, body: bytes) -> None:
+        exchange, routing_key, ex_ss, rk_ss, mandatory = self._publish  # type: ignore[misc]
+        self._publish = None
+        self._header = None
+        try:
+            self.publish(exchange, routing_key, ex_ss, rk_ss, mandatory, header, body)
+        except AMQPError as e:
+            raise e.on(60, 40) from None
+
+    # -- helpers ----------------------------------------------------------------------------------
+    def send(self, method) -> None:
+        self.conn.write(codec.encode_method(self.number, method))
+
+    def _vhost_name(self) -> str:
+        return self.conn.vhost_name
+
+    def _resource(self, kind: str, name: str) -> str:
+        return f"{kind} '{name}' in vhost '{self.conn.vhost_name}'"
+
+    def check_access(self, perm: str, kind: str, name: str) -> None:
+        if not self.conn.permitted(perm, kind, name):
+            raise AMQPError(ACCESS_REFUSED,
+                            f"access to {self._resource(kind, name)} refused for user "
+                            f"'{self.conn.user}'")
+
+    def _exchange(self, name: str) -> ExchangeRecord:
+        x = self.conn.vhost.exchanges.get(name)
+        if x is None:
+            raise AMQPError(NOT_FOUND, f"no {self._resource('exchange', name)}")
+        return x
+
+    def _queue_name(self, name: str) -> str:
+        if name == "":
+            if not self.last_queue:
+                raise AMQPError(NOT_FOUND, "no previously declared queue")
+            return self.last_queue
+        return name
+
+    def _queue(self, name: str) -> ClassicQueue:
+        q = self.node.live_queue(self.conn.vhost_name, name)
+        if q is None:
+            raise AMQPError(NOT_FOUND, f"no {self._resource('queue', name)}")
+        self._check_exclusive(q.record)
+        return q
+
+    def _check_exclusive(self, record: QueueRecord, strict: bool = False) -> None:
+        owner = record.exclusive_owner
+        if strict or (owner is not None and owner != self.conn.id):
+            raise AMQPError(RESOURCE_LOCKED,
+                            f"cannot obtain exclusive access to locked {self._resource('queue', record.name)}. "
+                            "It could be originally declared on another connection or the "
+                            "exclusive property value does not match that of the original "
+                            "declaration.")
+
+    @staticmethod
+    def _not_default(name: str) -> None:
+        if name == "":
+            raise AMQPError(ACCESS_REFUSED, "operation not permitted on the default exchange")
+
+    # -- channel --------------------------------------------------------------------------------
+    def handle_channel_close(self, m: C.Channel.Close) -> None:
+        self.conn.close_channel(self)
+        self.send(C.Channel.CloseOk())
+
+    def handle_channel_close_ok(self, m: C.Channel.CloseOk) -> None:
+        pass  # only meaningful while closing; the connection handles that state
+
+    def handle_channel_flow(self, m: C.Channel.Flow) -> None:
+        if not m.active:
+            raise AMQPError(NOT_IMPLEMENTED, "active=false")
+        self.send(C.Channel.FlowOk(active=True))
+
+    def handle_channel_flow_ok(self, m: C.Channel.FlowOk) -> None:
+        pass
+
+    def handle_channel_open(self, m: C.Channel.Open) -> None:
+        raise AMQPError(504, "second 'channel.open' seen")
+
+    # -- exchanges ------------------------------------------------------------------------------
+    def handle_exchange_declare(self, m: C.Exchange.Declare) -> None:
+        name = m.exchange
+        if m.passive:
+            self._not_default(name)
+            self._exchange(name)
+        else:
+            if m.exchange_type not in EXCHANGE_TYPES:
+                raise AMQPError(COMMAND_INVALID, f"unknown exchange type '{m.exchange_type}'")
+            self._not_default(name)
+            self.check_access("configure", "exchange", name)
+            x = self.conn.vhost.exchanges.get(name)
+            args = dict(m.arguments or {})
+            if x is None:
+                if name.startswith("amq."):
+                    raise AMQPError(ACCESS_REFUSED,
+                                    f"exchange name '{name}' contains reserved prefix 'amq.*'")
+                x = self.node.propose({
+                    "op": "exchange.declare", "vhost": self.conn.vhost_name, "name": name,
+                    "type": m.exchange_type, "durable": m.durable, "auto_delete": m.auto_delete,
+                    "internal": m.internal, "arguments": args})
+            check_exchange_equivalence(x, m.exchange_type, m.durable, m.auto_delete, m.internal,
+                                       args, self._resource("exchange", name))
+        if not m.nowait:
+            self.send(C.Exchange.DeclareOk())
+
+    def handle_exchange_delete(self, m: C.Exchange.Delete) -> None:
+        name = m.exchange
+        self._not_default(name)
+        if name.startswith("amq.") and name in self.conn.vhost.exchanges:
+            raise AMQPError(ACCESS_REFUSED,
+                            f"deletion of system {self._resource('exchange', name)} not allowed")
+        self.check_access("configure", "exchange", name)
+        self.node.propose({"op": "exchange.delete", "vhost": self.conn.vhost_name, "name": name,
+                           "if_unused": m.if_unused})
+        if not m.nowait:
+            self.send(C.Exchange.DeleteOk())
+
+    def _exchange_binding(self, m, add: bool) -> None:
+        source, dest = m.source, m.destination
+        self._not_default(source)
+        self._not_default(dest)
+        self.check_access("write", "exchange", dest)
+        self._exchange(dest)
+        self.check_access("read", "exchange", source)
+        self._exchange(source)
+        self.node.propose({
+            "op": "binding.add" if add else "binding.remove", "vhost": self.conn.vhost_name,
+            "source": source, "dest_kind": "exchange", "dest": dest,
+            "routing_key": m.routing_key, "arguments": dict(m.arguments or {})})
+
+    def handle_exchange_bind(self, m: C.Exchange.Bind) -> None:
+        self._exchange_binding(m, True)
+        if not m.nowait:
+            self.send(C.Exchange.BindOk())
+
+    def handle_exchange_unbind(self, m: C.Exchange.Unbind) -> None:
+        self._exchange_binding(m, False)
+        if not m.nowait:
+            self.send(C.Exchange.UnbindOk())
+
+    # -- queues ---------------------------------------------------------------------------------
+    def handle_queue_declare(self, m: C.Queue.Declare) -> None:
+        name = m.queue
+        vhost = self.conn.vhost_name
+        if m.passive:
+            if name == "":
+                name = self._queue_name(name)
+            q = self._queue(name)
+        else:
+            if name == "":
+                name = _gen_name("amq.gen-")
+            elif name.startswith("amq."):
+                raise AMQPError(ACCESS_REFUSED,
+                                f"queue name '{name}' contains reserved prefix 'amq.*'")
+            self.check_access("configure", "queue", name)
+            args = dict(m.arguments or {})
+            q = self.node.live_queue(vhost, name)
+            if q is None:
+                validate_queue_args(args, self._resource("queue", name))
+                self.node.propose({
+                    "op": "queue.declare", "vhost": vhost, "name": name, "durable": m.durable,
+                    "exclusive_owner": self.conn.id if m.exclusive else None,
+                    "auto_delete": m.auto_delete, "arguments": args})
+                q = self.node.live_queue(vhost, name)
+                assert q is not None
+            else:
+                self._check_exclusive(q.record)
+                if q.record.exclusive_owner is None and m.exclusive:
+                    self._check_exclusive(q.record, strict=True)
+                check_queue_equivalence(q.record, m.durable, m.exclusive, m.auto_delete, args,
+                                        self._resource("queue", name))
+        self.last_queue = name
+        if not m.nowait:
+            self.send(C.Queue.DeclareOk(queue=name, message_count=q.message_count,
+                                        consumer_count=len(q.consumers)))
+
+    def _queue_binding(self, m, add: bool) -> None:
+        qname = self._queue_name(m.queue)
+        self._not_default(m.exchange)
+        self.check_access("write", "queue", qname)
+        q = self._queue(qname)
+        self.check_access("read", "exchange", m.exchange)
+        x = self._exchange(m.exchange)
+        args = dict(m.arguments or {})
+        if add:
+            problem = x.router.validate_binding(args)
+            if problem:
+                raise AMQPError(PRECONDITION_FAILED, problem)
+        self.node.propose({
+            "op": "binding.add" if add else "binding.remove", "vhost": self.conn.vhost_name,
+            "source": m.exchange, "dest_kind": "queue", "dest": q.name,
+            "routing_key": m.routing_key, "arguments": args})
+
+    def handle_queue_bind(self, m: C.Queue.Bind) -> None:
+        self._queue_binding(m, True)
+        if not m.nowait:
+            self.send(C.Queue.BindOk())
+
+    def handle_queue_unbind(self, m: C.Queue.Unbind) -> None:
+        self._queue_binding(m, False)
+        self.send(C.Queue.UnbindOk())
+
+    def handle_queue_purge(self, m: C.Queue.Purge) -> None:
+        qname = self._queue_name(m.queue)
+        self.check_access("read", "queue", qname)
+        q = self._queue(qname)
+        count = q.purge()
+        if not m.nowait:
+            self.send(C.Queue.PurgeOk(message_count=count))
+
+    def handle_queue_delete(self, m: C.Queue.Delete) -> None:
+        qname = self._queue_name(m.queue)
+        self.check_access("configure", "queue", qname)
+        q = self.node.live_queue(self.conn.vhost_name, qname)
+        count = 0
+        if q is not None:
+            self._check_exclusive(q.record)
+            if m.if_unused and q.consumers:
+                raise AMQPError(PRECONDITION_FAILED, f"{self._resource('queue', qname)} in use")
+            if m.if_empty and q.message_count:
+                raise AMQPError(PRECONDITION_FAILED, f"{self._resource('queue', qname)} not empty")
+            count = q.message_count
+            self.node.delete_queue(q)
+        if not m.nowait:
+            self.send(C.Queue.DeleteOk(message_count=count))
+
+    # -- basic: consumers -------------------------------------------------------------------------
+    def handle_basic_qos(self, m: C.Basic.Qos) -> None:
+        if m.prefetch_size:
+            raise AMQPError(NOT_IMPLEMENTED, f"prefetch_size!=0 ({m.prefetch_size})")
+        if m.global_:
+            self.global_prefetch = m.prefetch_count
+            for q in {c.queue for c in self.consumers.values()}:
+                q.dispatch()
+        else:
+            self.prefetch = m.prefetch_count
+        self.send(C.Basic.QosOk())
+
+    def handle_basic_consume(self, m: C.Basic.Consume) -> None:
+        qname = self._queue_name(m.queue)
+        self.check_access("read", "queue", qname)
+        q = self._queue(qname)
+        tag = m.consumer_tag or _gen_name("amq.ctag-")
+        if tag in self.consumers:
+            raise AMQPError(NOT_ALLOWED, f"attempt to reuse consumer tag '{tag}'")
+        if q.consumers and (m.exclusive or any(c.exclusive for c in q.consumers)):
+            raise AMQPError(ACCESS_REFUSED, f"{self._resource('queue', qname)} in exclusive use")
+        consumer = Consumer(self, tag, codec.shortstr(tag), q, m.no_ack, m.exclusive,
+                            self.prefetch, dict(m.arguments or {}))
+        self.consumers[tag] = consumer
+        if not m.nowait:
+            self.send(C.Basic.ConsumeOk(consumer_tag=tag))
+        q.add_consumer(consumer)
+
+    def handle_basic_cancel(self, m: C.Basic.Cancel) -> None:
+        consumer = self.consumers.pop(m.consumer_tag, None)
+        if not m.nowait:
+            self.send(C.Basic.CancelOk(consumer_tag=m.consumer_tag))
+        if consumer is not None:
+            self.node.remove_consumer(consumer)
+
+    def handle_basic_get(self, m: C.Basic.Get) -> None:
+        qname = self._queue_name(m.queue)
+        self.check_access("read", "queue", qname)
+        q = self._queue(qname)
+        entry = q.get()
+        if entry is None:
+            self.send(C.Basic.GetEmpty())
+            return
+        self.next_delivery_tag += 1
+        tag = self.next_delivery_tag
+        if m.no_ack:
+            q.acked += 1
+        else:
+            self.unacked[tag] = (q, entry, None)
+            self.unacked_count += 1
+            q.unacked += 1
+        msg = entry[1]
+        conn = self.conn
+        conn.write(codec.get_ok_method(self.number, tag, entry[2], msg.exchange_ss,
+                                       msg.routing_key_ss, len(q.ready)))
+        conn.write_many(codec.content_frames(self.number, msg.header, msg.body, conn.frame_max))
+
+    def deliver(self, consumer: Consumer, queue: ClassicQueue, entry: tuple) -> None:
+        self.next_delivery_tag += 1
+        tag = self.next_delivery_tag
+        if consumer.no_ack:
+            queue.acked += 1
+        else:
+            self.unacked[tag] = (queue, entry, consumer)
+            consumer.unacked += 1
+            self.unacked_count += 1
+            queue.unacked += 1
+        msg = entry[1]
+        conn = self.conn
+        conn.write(codec.deliver_method(self.number, consumer.tag_ss, tag, entry[2],
+                                        msg.exchange_ss, msg.routing_key_ss))
+        conn.write_many(codec.content_frames(self.number, msg.header, msg.body, conn.frame_max))
+
+    # -- basic: acknowledgements --------------------------------------------------------------------
+    def _take(self, tag: int, multiple: bool) -> list[tuple[int, tuple]]:
+        """Remove and return (delivery_tag, (queue, entry, consumer)) for an ack/nack/reject."""
+        unacked = self.unacked
+        if multiple:
+            if tag == 0:
+                taken = list(unacked.items())
+                unacked.clear()
+            else:
+                keys = []
+                for t in unacked:
+                    if t > tag:
+                        break
+                    keys.append(t)
+                if not keys and tag not in unacked:
+                    raise AMQPError(PRECONDITION_FAILED, f"unknown delivery tag {tag}")
+                taken = [(t, unacked.pop(t)) for t in keys]
+        else:
+            item = unacked.pop(tag, None)
+            if item is None:
+                raise AMQPError(PRECONDITION_FAILED, f"unknown delivery tag {tag}")
+            taken = [(tag, item)]
+        self.unacked_count -= len(taken)
+        return taken
+
+    def handle_ack(self, tag: int, multiple: bool) -> None:
+        taken = self._take(tag, multiple)
+        if self.tx:
+            self.tx_ops.append(("settle", taken, False, False))
+        else:
+            self._settle(taken, False, False)
+
+    def handle_nack(self, tag: int, multiple: bool, requeue: bool) -> None:
+        taken = self._take(tag, multiple)
+        if self.tx:
+            self.tx_ops.append(("settle", taken, True, requeue))
+        else:
+            self._settle(taken, True, requeue)
+
+    def _settle(self, taken: list[tuple[int, tuple]], rejected: bool, requeue: bool) -> None:
+        touched: dict[Any, list] = {}
+        for _tag, (queue, entry, consumer) in taken:
+            if consumer is not None:
+                consumer.unacked -= 1
+            touched.setdefault(queue, []).append(entry)
+        for queue, entries in touched.items():
+            if rejected and requeue:
+                queue.requeue(entries)
+            else:
+                queue.settle(len(entries))
+                if rejected:
+                    self.node.discard(queue, entries, "rejected")
+        self._refill(touched)
+
+    def _refill(self, touched) -> None:
+        """Capacity freed on this channel: let its consumers' queues deliver again."""
+        queues = set(touched)
+        if self.global_prefetch:
+            queues.update(c.queue for c in self.consumers.values())
+        for q in queues:
+            if q.consumers and not q.deleted:
+                q.dispatch()
+
+    def handle_basic_recover(self, m) -> None:
+        if not m.requeue:
+            raise AMQPError(NOT_IMPLEMENTED, "requeue=false")
+        self.requeue_all()
+        if isinstance(m, C.Basic.Recover):
+            self.send(C.Basic.RecoverOk())
+
+    def requeue_all(self) -> None:
+        taken = list(self.unacked.items())
+        self.unacked.clear()
+        self.unacked_count = 0
+        self._settle(taken, True, True)
+
+    # -- basic: publishing ----------------------------------------------------------------------
+    def publish(self, exchange: str, routing_key: str, ex_ss: bytes, rk_ss: bytes,
+                mandatory: bool, header: bytes, body: bytes) -> None:
+        conn = self.conn
+        x = conn.vhost.exchanges.get(exchange)
+        if x is None:
+            raise AMQPError(NOT_FOUND, f"no {self._resource('exchange', exchange)}")
+        if not conn.permitted("write", "exchange", exchange or "amq.default"):
+            self.check_access("write", "exchange", exchange)
+        if x.internal:
+            raise AMQPError(ACCESS_REFUSED,
+                            f"cannot publish to internal {self._resource('exchange', exchange)}")
+        msg = Message(exchange, routing_key, ex_ss, rk_ss, header, body)
+        if (header[12] << 8 | header[13]) & FLAG_USER_ID:
+            user_id = msg.properties.user_id
+            if user_id is not None and user_id != conn.user:
+                raise AMQPError(PRECONDITION_FAILED, f"user_id property set to '{user_id}' but "
+                                f"authenticated user was '{conn.user}'")
+        if self.tx:
+            self.tx_ops.append(("publish", x, msg, mandatory))
+            return
+        self._route(x, msg, mandatory)
+        if self.confirm:
+            self.publish_seq += 1
+            if not self.confirm_pending:
+                self.confirm_pending = True
+                self.node.confirms.append(self)
+
+    def _route(self, x: ExchangeRecord, msg: Message, mandatory: bool) -> None:
+        queues = self.node.route(self.conn.vhost_name, x, msg)
+        if queues:
+            for q in queues:
+                q.enqueue(msg)
+        elif mandatory:
+            conn = self.conn
+            conn.write(codec.return_method(self.number, NO_ROUTE, "NO_ROUTE", msg.exchange_ss,
+                                           msg.routing_key_ss))
+            conn.write_many(codec.content_frames(self.number, msg.header, msg.body,
+                                                 conn.frame_max))
+
+    def flush_confirms(self) -> None:
+        """Confirm everything published so far with one (possibly multiple) ack."""
+        self.confirm_pending = False
+        if self.state is not OPEN:
+            return
+        seq = self.publish_seq
+        if seq > self.confirmed_seq:
+            self.conn.write(codec.confirm_method(self.number, True, seq,
+                                                 seq - self.confirmed_seq > 1))
+            self.confirmed_seq = seq
+
+    def handle_confirm_select(self, m: C.Confirm.Select) -> None:
+        if self.tx:
+            raise AMQPError(PRECONDITION_FAILED, "cannot switch from tx to confirm mode")
+        self.confirm = True
+        if not m.nowait:
+            self.send(C.Confirm.SelectOk())
+
+    # -- transactions ---------------------------------------------------------------------------
+    def handle_tx_select(self, m: C.Tx.Select) -> None:  # noqa: ARG002
+        if self.confirm:
+            raise AMQPError(PRECONDITION_FAILED, "cannot switch from confirm to tx mode")
+        self.tx = True
+        self.send(C.Tx.SelectOk())
+
+    def handle_tx_commit(self, m: C.Tx.Commit) -> None:
+        if not self.tx:
+            raise AMQPError(PRECONDITION_FAILED, "channel is not transactional")
+        ops, self.tx_ops = self.tx_ops, []
+        for op in ops:
+            if op[0] == "publish":
+                self._route(op[1], op[2], op[3])
+            else:
+                self._settle(op[1], op[2], op[3])
+        self.send(C.Tx.CommitOk())
+
+    def handle_tx_rollback(self, m: C.Tx.Rollback) -> None:
+        if not self.tx:
+            raise AMQPError(PRECONDITION_FAILED, "channel is not transactional")
+        # acks taken inside the transaction go back to being outstanding, in tag order
+        ops, self.tx_ops = self.tx_ops, []
+        back = [item for op in ops if op[0] == "settle" for item in op[1]]
+        if back:
+            merged = sorted([*self.unacked.items(), *back], key=lambda kv: kv[0])
+            self.unacked = dict(merged)
+            self.unacked_count += len(back)
+        self.send(C.Tx.RollbackOk())
+
+    # -- teardown -------------------------------------------------------------------------------
+    def teardown(self) -> None:
+        """The channel is gone: cancel its consumers and requeue what it had not settled."""
+        self.state = CLOSING
+        self.deliverable = False
+        consumers = list(self.consumers.values())
+        self.consumers.clear()
+        for consumer in consumers:
+            self.node.remove_consumer(consumer)
+        self.tx_ops = []
+        if self.unacked:
+            self.requeue_all()
+
+
+_HANDLERS: dict[tuple[int, int], Callable[[Channel, Any], None]] = {
+    (20, 20): Channel.handle_channel_flow,
+    (20, 21): Channel.handle_channel_flow_ok,
+    (20, 40): Channel.handle_channel_close,
+    (20, 41): Channel.handle_channel_close_ok,
+    (20, 10): Channel.handle_channel_open,
+    (40, 10): Channel.handle_exchange_declare,
+    (40, 20): Channel.handle_exchange_delete,
+    (40, 30): Channel.handle_exchange_bind,
+    (40, 40): Channel.handle_exchange_unbind,
+    (50, 10): Channel.handle_queue_declare,
+    (50, 20): Channel.handle_queue_bind,
+    (50, 30): Channel.handle_queue_purge,
+    (50, 40): Channel.handle_queue_delete,
+    (50, 50): Channel.handle_queue_unbind,
+    (60, 10): Channel.handle_basic_qos,
+    (60, 20): Channel.handle_basic_consume,
+    (60, 30): Channel.handle_basic_cancel,
+    (60, 70): Channel.handle_basic_get,
+    (60, 100): Channel.handle_basic_recover,
+    (60, 110): Channel.handle_basic_recover,
+    (85, 10): Channel.handle_confirm_select,
+    (90, 10): Channel.handle_tx_select,
+    (90, 20): Channel.handle_tx_commit,
+    (90, 30): Channel.handle_tx_rollback,
+}

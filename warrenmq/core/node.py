@@ -1,0 +1,196 @@
+"""The broker state of one node: metadata, live queues, connections; sans I/O.
+
+`propose` applies a metadata command (locally today; through Raft once the node is in a
+cluster: callers do not change) and carries out its effects on live queues. Connections
+write into their own buffers and register in `dirty`; the shell drains `dirty` after each
+batch of input (`flush`), which is what coalesces writes and publisher confirms.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+from typing import TYPE_CHECKING, Any
+
+from pamqp import commands as C
+
+from .. import __version__
+from ..amqp import codec
+from ..amqp.errors import AMQPError
+from ..config import Config
+from ..meta.access import check_password, hash_password
+from ..meta.machine import MetaMachine
+from ..queues.classic import ClassicQueue
+
+if TYPE_CHECKING:
+    from ..meta.records import ExchangeRecord
+    from .channel import Channel
+    from .connection import Connection
+    from .consumer import Consumer
+    from .message import Message
+
+log = logging.getLogger("warrenmq.node")
+
+LOOPBACK_PREFIXES = ("127.", "::1", "::ffff:127.")
+
+
+class Node:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.meta = MetaMachine()
+        self.queues: dict[str, dict[str, ClassicQueue]] = {}  # vhost -> name -> queue
+        self.connections: dict[str, Connection] = {}
+        self.dirty: list[Connection] = []
+        self.confirms: list[Channel] = []
+
+    # -- boot -------------------------------------------------------------------------------------
+    def bootstrap(self) -> None:
+        """First start: the default vhost and user, as RabbitMQ creates them."""
+        cfg = self.config
+        self.propose({"op": "vhost.add", "name": cfg.default_vhost})
+        self.propose({"op": "user.add", "name": cfg.default_user,
+                      "password_hash": hash_password(cfg.default_pass),
+                      "tags": ["administrator"]})
+        self.propose({"op": "permission.set", "user": cfg.default_user,
+                      "vhost": cfg.default_vhost, "configure": ".*", "write": ".*",
+                      "read": ".*"})
+
+    # -- metadata -----------------------------------------------------------------------------------
+    def propose(self, command: dict) -> Any:
+        reply, effects = self.meta.apply(command)
+        for kind, record in effects:
+            if kind == "queue.created":
+                self.queues.setdefault(record.vhost, {})[record.name] = ClassicQueue(record)
+            elif kind == "queue.deleted":
+                q = self.queues.get(record.vhost, {}).pop(record.name, None)
+                if q is not None:
+                    self._queue_gone(q)
+        if isinstance(reply, AMQPError):
+            raise reply
+        return reply
+
+    def live_queue(self, vhost: str, name: str) -> ClassicQueue | None:
+        qs = self.queues.get(vhost)
+        return qs.get(name) if qs else None
+
+    def delete_queue(self, q: ClassicQueue) -> None:
+        self.propose({"op": "queue.delete", "vhost": q.vhost, "name": q.name})
+
+    def _queue_gone(self, q: ClassicQueue) -> None:
+        q.deleted = True
+        q.ready.clear()
+        consumers = list(q.consumers)
+        q.consumers.clear()
+        for consumer in consumers:
+            ch = consumer.channel
+            if ch.consumers.pop(consumer.tag, None) is not None and ch.state == "open":
+                if ch.conn.capabilities.get("consumer_cancel_notify"):
+                    ch.send(C.Basic.Cancel(consumer_tag=consumer.tag, nowait=True))
+
+    def remove_consumer(self, consumer: Consumer) -> None:
+        q = consumer.queue
+        q.remove_consumer(consumer)
+        if q.record.auto_delete and not q.consumers and q.had_consumers and not q.deleted:
+            self.delete_queue(q)
+
+    def discard(self, queue: ClassicQueue, entries: list, reason: str) -> None:
+        """Messages rejected without requeue or dropped; dead-lettering hooks in here."""
+
+    # -- routing ------------------------------------------------------------------------------------
+    def route(self, vhost: str, x: ExchangeRecord, msg: Message) -> list[ClassicQueue]:
+        qs = self.queues.get(vhost)
+        if not qs:
+            return []
+        if x.name == "":
+            q = qs.get(msg.routing_key)
+            return [q] if q is not None else []
+        dests = x.router.route(msg.routing_key, msg.headers)
+        if not dests:
+            return []
+        out: list[ClassicQueue] = []
+        follow = None
+        for d in dests:
+            if d.kind == "queue":
+                q = qs.get(d.name)
+                if q is not None:
+                    out.append(q)
+            else:
+                (follow := follow or []).append(d.name)
+        if follow:
+            exchanges = self.meta.vhosts[vhost].exchanges
+            seen = {x.name}
+            while follow:
+                name = follow.pop()
+                if name in seen:
+                    continue
+                seen.add(name)
+                nx = exchanges.get(name)
+                if nx is None:
+                    continue
+                for d in nx.router.route(msg.routing_key, msg.headers):
+                    if d.kind == "queue":
+                        q = qs.get(d.name)
+                        if q is not None:
+                            out.append(q)
+                    elif d.name not in seen:
+                        follow.append(d.name)
+            out = list(dict.fromkeys(out))
+        return out
+
+    # -- connections ----------------------------------------------------------------------------------
+    def authenticate(self, username: str, password: str, peer: tuple | None) -> str | None:
+        """None if the login is accepted, else the reason it is refused (for the log)."""
+        user = self.meta.users.get(username)
+        if user is None:
+            return f"user '{username}' not found"
+        if not check_password(user, password):
+            return f"invalid credentials for user '{username}'"
+        if username in self.config.loopback_users and peer is not None:
+            if not str(peer[0]).startswith(LOOPBACK_PREFIXES):
+                return f"user '{username}' can only connect via localhost"
+        return None
+
+    def server_properties(self) -> dict:
+        return {
+            "capabilities": {
+                "publisher_confirms": True,
+                "exchange_exchange_bindings": True,
+                "basic.nack": True,
+                "consumer_cancel_notify": True,
+                "connection.blocked": True,
+                "consumer_priorities": True,
+                "authentication_failure_close": True,
+                "per_consumer_qos": True,
+                "direct_reply_to": True,
+            },
+            "cluster_name": self.config.cluster_name or self.config.nodename,
+            "copyright": "Copyright (c) the WarrenMQ authors",
+            "information": "Licensed under the Apache License 2.0",
+            "platform": f"Python {platform.python_version()}",
+            "product": "WarrenMQ",
+            "version": __version__,
+        }
+
+    def connection_opened(self, conn: Connection) -> None:
+        self.connections[conn.id] = conn
+
+    def connection_closed(self, conn: Connection) -> None:
+        self.connections.pop(conn.id, None)
+        # exclusive queues die with their connection
+        for qs in list(self.queues.values()):
+            for q in [q for q in qs.values() if q.record.exclusive_owner == conn.id]:
+                self.delete_queue(q)
+
+    def flush(self) -> list[Connection]:
+        """Finish a batch of input: emit pending confirms; return connections with output."""
+        if self.confirms:
+            channels, self.confirms = self.confirms, []
+            for ch in channels:
+                ch.flush_confirms()
+        dirty, self.dirty = self.dirty, []
+        return dirty
+
+
+def encode_close(reply_code: int, reply_text: str) -> bytes:
+    return codec.encode_method(0, C.Connection.Close(reply_code=reply_code, reply_text=reply_text,
+                                                      class_id=0, method_id=0))

@@ -1,0 +1,214 @@
+"""The metadata state machine: `apply(command) -> (reply, effects)`.
+
+Commands are plain dicts with an "op" (they will travel through a Raft log as msgpack), and
+`apply` is deterministic: no clock, no randomness, no I/O; anything random (a password salt,
+a server-generated queue name) is decided by the proposer and carried in the command.
+Preconditions that depend on live state (a queue's message count, its consumers) are checked
+by the caller before proposing. A command that can no longer apply returns an `AMQPError` as
+its reply instead of raising, so every replica stays in step.
+
+Effects tell the node what to do outside the metadata: ("queue.deleted", record) and
+("exchange.deleted", record).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..amqp.constants import NOT_FOUND, PRECONDITION_FAILED
+from ..amqp.errors import AMQPError
+from ..core.exchanges.base import Dest, make_binding
+from .records import PREDECLARED, ExchangeRecord, Permission, QueueRecord, User, VHost
+
+Effects = list[tuple[str, Any]]
+
+
+class MetaMachine:
+    def __init__(self) -> None:
+        self.users: dict[str, User] = {}
+        self.vhosts: dict[str, VHost] = {}
+        self.permissions: dict[tuple[str, str], Permission] = {}
+        self.applied_index = 0
+
+    # -- the single entry point -------------------------------------------------------------
+    def apply(self, command: dict) -> tuple[Any, Effects]:
+        self.applied_index += 1
+        handler = getattr(self, "_" + command["op"].replace(".", "_"))
+        effects: Effects = []
+        reply = handler(command, effects)
+        return reply, effects
+
+    # -- users, vhosts, permissions ---------------------------------------------------------
+    def _user_add(self, c: dict, fx: Effects) -> Any:
+        if c["name"] in self.users:
+            return AMQPError(PRECONDITION_FAILED, f"user '{c['name']}' already exists")
+        self.users[c["name"]] = User(c["name"], c["password_hash"], list(c.get("tags", [])))
+        return None
+
+    def _user_delete(self, c: dict, fx: Effects) -> Any:
+        if self.users.pop(c["name"], None) is None:
+            return AMQPError(NOT_FOUND, f"no user '{c['name']}'")
+        for key in [k for k in self.permissions if k[0] == c["name"]]:
+            del self.permissions[key]
+        return None
+
+    def _user_set_password(self, c: dict, fx: Effects) -> Any:
+        user = self.users.get(c["name"])
+        if user is None:
+            return AMQPError(NOT_FOUND, f"no user '{c['name']}'")
+        user.password_hash = c["password_hash"]
+        return None
+
+    def _user_set_tags(self, c: dict, fx: Effects) -> Any:
+        user = self.users.get(c["name"])
+        if user is None:
+            return AMQPError(NOT_FOUND, f"no user '{c['name']}'")
+        user.tags = list(c["tags"])
+        return None
+
+    def _vhost_add(self, c: dict, fx: Effects) -> Any:
+        name = c["name"]
+        if name in self.vhosts:
+            return None
+        vhost = VHost(name, c.get("description", ""), list(c.get("tags", [])))
+        for xname, xtype, internal in PREDECLARED:
+            vhost.exchanges[xname] = ExchangeRecord(name, xname, xtype, True, False, internal)
+        self.vhosts[name] = vhost
+        return None
+
+    def _vhost_delete(self, c: dict, fx: Effects) -> Any:
+        vhost = self.vhosts.pop(c["name"], None)
+        if vhost is None:
+            return AMQPError(NOT_FOUND, f"no vhost '{c['name']}'")
+        for q in vhost.queues.values():
+            fx.append(("queue.deleted", q))
+        for x in vhost.exchanges.values():
+            fx.append(("exchange.deleted", x))
+        for key in [k for k in self.permissions if k[1] == c["name"]]:
+            del self.permissions[key]
+        return None
+
+    def _permission_set(self, c: dict, fx: Effects) -> Any:
+        if c["user"] not in self.users:
+            return AMQPError(NOT_FOUND, f"no user '{c['user']}'")
+        if c["vhost"] not in self.vhosts:
+            return AMQPError(NOT_FOUND, f"no vhost '{c['vhost']}'")
+        self.permissions[(c["user"], c["vhost"])] = Permission(c["configure"], c["write"], c["read"])
+        return None
+
+    def _permission_clear(self, c: dict, fx: Effects) -> Any:
+        self.permissions.pop((c["user"], c["vhost"]), None)
+        return None
+
+    # -- exchanges ----------------------------------------------------------------------------
+    def _exchange_declare(self, c: dict, fx: Effects) -> Any:
+        vhost = self._vhost(c)
+        if isinstance(vhost, AMQPError):
+            return vhost
+        found = vhost.exchanges.get(c["name"])
+        if found is not None:
+            return found
+        x = ExchangeRecord(c["vhost"], c["name"], c["type"], c["durable"], c["auto_delete"],
+                           c["internal"], dict(c.get("arguments") or {}))
+        vhost.exchanges[x.name] = x
+        return x
+
+    def _exchange_delete(self, c: dict, fx: Effects) -> Any:
+        vhost = self._vhost(c)
+        if isinstance(vhost, AMQPError):
+            return vhost
+        x = vhost.exchanges.get(c["name"])
+        if x is None:
+            return None
+        if c.get("if_unused") and x.router.bindings:
+            return AMQPError(PRECONDITION_FAILED,
+                             f"exchange '{x.name}' in vhost '{x.vhost}' in use")
+        self._delete_exchange(vhost, x, fx)
+        return None
+
+    def _delete_exchange(self, vhost: VHost, x: ExchangeRecord, fx: Effects) -> None:
+        del vhost.exchanges[x.name]
+        for b in list(x.router.bindings):
+            self._unindex(vhost, x.name, b)
+        # bindings where this exchange is the destination go too
+        for source, b in list(vhost.bound_to.get(Dest("exchange", x.name), ())):
+            self._remove_binding(vhost, source, b, fx)
+        fx.append(("exchange.deleted", x))
+
+    # -- queues ---------------------------------------------------------------------------------
+    def _queue_declare(self, c: dict, fx: Effects) -> Any:
+        vhost = self._vhost(c)
+        if isinstance(vhost, AMQPError):
+            return vhost
+        found = vhost.queues.get(c["name"])
+        if found is not None:
+            return found
+        q = QueueRecord(c["vhost"], c["name"], c["durable"], c.get("exclusive_owner"),
+                        c["auto_delete"], dict(c.get("arguments") or {}),
+                        c.get("type", "classic"))
+        vhost.queues[q.name] = q
+        fx.append(("queue.created", q))
+        # every queue is bound to the default exchange by its name (implicitly, see route())
+        return q
+
+    def _queue_delete(self, c: dict, fx: Effects) -> Any:
+        vhost = self._vhost(c)
+        if isinstance(vhost, AMQPError):
+            return vhost
+        q = vhost.queues.pop(c["name"], None)
+        if q is None:
+            return None
+        for source, b in list(vhost.bound_to.get(Dest("queue", q.name), ())):
+            self._remove_binding(vhost, source, b, fx)
+        fx.append(("queue.deleted", q))
+        return q
+
+    # -- bindings -------------------------------------------------------------------------------
+    def _binding_add(self, c: dict, fx: Effects) -> Any:
+        vhost = self._vhost(c)
+        if isinstance(vhost, AMQPError):
+            return vhost
+        x = vhost.exchanges.get(c["source"])
+        if x is None:
+            return AMQPError(NOT_FOUND, f"no exchange '{c['source']}' in vhost '{vhost.name}'")
+        dest = Dest(c["dest_kind"], c["dest"])
+        table = vhost.queues if dest.kind == "queue" else vhost.exchanges
+        if dest.name not in table:
+            return AMQPError(NOT_FOUND, f"no {dest.kind} '{dest.name}' in vhost '{vhost.name}'")
+        b = make_binding(dest, c["routing_key"], c.get("arguments"))
+        if x.router.add(b):
+            vhost.bound_to.setdefault(dest, set()).add((x.name, b))
+        return None
+
+    def _binding_remove(self, c: dict, fx: Effects) -> Any:
+        vhost = self._vhost(c)
+        if isinstance(vhost, AMQPError):
+            return vhost
+        if c["source"] not in vhost.exchanges:
+            return AMQPError(NOT_FOUND, f"no exchange '{c['source']}' in vhost '{vhost.name}'")
+        dest = Dest(c["dest_kind"], c["dest"])
+        b = make_binding(dest, c["routing_key"], c.get("arguments"))
+        self._remove_binding(vhost, c["source"], b, fx)
+        return None
+
+    def _remove_binding(self, vhost: VHost, source: str, b, fx: Effects) -> None:
+        x = vhost.exchanges.get(source)
+        if x is None or not x.router.remove(b):
+            return
+        self._unindex(vhost, source, b)
+        if x.auto_delete and not x.router.bindings:
+            self._delete_exchange(vhost, x, fx)
+
+    @staticmethod
+    def _unindex(vhost: VHost, source: str, b) -> None:
+        entries = vhost.bound_to.get(b.dest)
+        if entries is not None:
+            entries.discard((source, b))
+            if not entries:
+                del vhost.bound_to[b.dest]
+
+    def _vhost(self, c: dict) -> VHost | AMQPError:
+        vhost = self.vhosts.get(c["vhost"])
+        if vhost is None:
+            return AMQPError(NOT_FOUND, f"no vhost '{c['vhost']}'")
+        return vhost

@@ -1,0 +1,71 @@
+"""Metadata records: users, virtual hosts, exchanges, queues (the replicated state)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..core.exchanges import EXCHANGE_TYPES, Binding, Dest, ExchangeType
+
+
+@dataclass
+class User:
+    name: str
+    password_hash: str  # base64(salt + sha256(salt + password)), as RabbitMQ stores it
+    tags: list[str] = field(default_factory=list)
+    hashing_algorithm: str = "rabbit_password_hashing_sha256"
+
+
+@dataclass
+class Permission:
+    configure: str
+    write: str
+    read: str
+
+
+@dataclass(eq=False)
+class ExchangeRecord:
+    vhost: str
+    name: str
+    type: str
+    durable: bool = True
+    auto_delete: bool = False
+    internal: bool = False
+    arguments: dict = field(default_factory=dict)
+    router: ExchangeType = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.router = EXCHANGE_TYPES[self.type]()
+
+
+@dataclass(eq=False)
+class QueueRecord:
+    vhost: str
+    name: str
+    durable: bool = False
+    exclusive_owner: str | None = None  # the owning connection's id
+    auto_delete: bool = False
+    arguments: dict = field(default_factory=dict)
+    type: str = "classic"
+
+
+@dataclass(eq=False)
+class VHost:
+    name: str
+    description: str = ""
+    tags: list[str] = field(default_factory=list)
+    exchanges: dict[str, ExchangeRecord] = field(default_factory=dict)
+    queues: dict[str, QueueRecord] = field(default_factory=dict)
+    # destination -> bindings that point at it, as (source exchange name, binding)
+    bound_to: dict[Dest, set[tuple[str, Binding]]] = field(default_factory=dict)
+
+
+# Exchanges every virtual host has from birth (RabbitMQ 3.10's set).
+PREDECLARED = (
+    ("", "direct", False),
+    ("amq.direct", "direct", False),
+    ("amq.fanout", "fanout", False),
+    ("amq.topic", "topic", False),
+    ("amq.headers", "headers", False),
+    ("amq.match", "headers", False),
+    ("amq.rabbitmq.trace", "topic", True),
+)
