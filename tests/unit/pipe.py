@@ -54,7 +54,7 @@ class Pipe:
             client_properties={"capabilities": {"consumer_cancel_notify": True,
                                                 "authentication_failure_close": True}},
             mechanism="PLAIN", response=f"\0{user}\0{password}", locale="en_US"))
-        return self.send(0, C.Connection.TuneOk(channel_max=0, frame_max=131072, heartbeat=0),
+        return self.send(0, C.Connection.TuneOk(channel_max=2047, frame_max=131072, heartbeat=0),
                          C.Connection.Open(virtual_host=vhost))
 
     def publish(self, channel: int, exchange: str, routing_key: str, body: bytes,

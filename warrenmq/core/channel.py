@@ -264,7 +264,7 @@ class Channel:
     def handle_exchange_delete(self, m: C.Exchange.Delete) -> None:
         name = m.exchange
         self._not_default(name)
-        if name.startswith("amq.") and name in self.conn.vhost.exchanges:
+        if name.startswith("amq."):
             raise AMQPError(ACCESS_REFUSED,
                             f"deletion of system {self._resource('exchange', name)} not allowed")
         self.check_access("configure", "exchange", name)
@@ -278,9 +278,11 @@ class Channel:
         self._not_default(source)
         self._not_default(dest)
         self.check_access("write", "exchange", dest)
-        self._exchange(dest)
+        if add:  # RabbitMQ answers unbind-ok even when either end is missing
+            self._exchange(dest)
         self.check_access("read", "exchange", source)
-        self._exchange(source)
+        if add:
+            self._exchange(source)
         self.node.propose({
             "op": "binding.add" if add else "binding.remove", "vhost": self.conn.vhost_name,
             "source": source, "dest_kind": "exchange", "dest": dest,
@@ -301,9 +303,7 @@ class Channel:
         name = m.queue
         vhost = self.conn.vhost_name
         if m.passive:
-            if name == "":
-                name = self._queue_name(name)
-            q = self._queue(name)
+            q = self._queue(name)  # a passive declare does not expand "" to the last queue
         else:
             if name == "":
                 name = _gen_name("amq.gen-")
@@ -323,7 +323,7 @@ class Channel:
                 assert q is not None
             else:
                 self._check_exclusive(q.record)
-                if q.record.exclusive_owner is None and m.exclusive:
+                if (q.record.exclusive_owner is None) == m.exclusive:
                     self._check_exclusive(q.record, strict=True)
                 check_queue_equivalence(q.record, m.durable, m.exclusive, m.auto_delete, args,
                                         self._resource("queue", name))
@@ -336,17 +336,21 @@ class Channel:
         qname = self._queue_name(m.queue)
         self._not_default(m.exchange)
         self.check_access("write", "queue", qname)
-        q = self._queue(qname)
-        self.check_access("read", "exchange", m.exchange)
-        x = self._exchange(m.exchange)
         args = dict(m.arguments or {})
         if add:
-            problem = x.router.validate_binding(args)
+            self._queue(qname)
+            self.check_access("read", "exchange", m.exchange)
+            problem = self._exchange(m.exchange).router.validate_binding(args)
             if problem:
                 raise AMQPError(PRECONDITION_FAILED, problem)
+        else:  # RabbitMQ answers unbind-ok even when the queue or exchange is missing
+            q = self.node.live_queue(self.conn.vhost_name, qname)
+            if q is not None:
+                self._check_exclusive(q.record)
+            self.check_access("read", "exchange", m.exchange)
         self.node.propose({
             "op": "binding.add" if add else "binding.remove", "vhost": self.conn.vhost_name,
-            "source": m.exchange, "dest_kind": "queue", "dest": q.name,
+            "source": m.exchange, "dest_kind": "queue", "dest": qname,
             "routing_key": m.routing_key, "arguments": args})
 
     def handle_queue_bind(self, m: C.Queue.Bind) -> None:

@@ -210,9 +210,10 @@ class Connection:
             self.closing_channels.discard(channel)
 
     def _open_channel(self, number: int) -> None:
-        if number > self.channel_max:
-            raise AMQPError(NOT_ALLOWED, f"channel number {number} exceeds negotiated "
-                            f"channel_max {self.channel_max}", 20, 10)
+        # RabbitMQ limits how many channels are open, not the channel numbers
+        if len(self.channels) >= self.channel_max:
+            raise AMQPError(NOT_ALLOWED, f"number of channels opened ({len(self.channels)}) has "
+                            f"reached the negotiated channel_max ({self.channel_max})")
         self.channels[number] = Channel(self, number)
         self.send_method(number, C.Channel.OpenOk())
 
@@ -303,22 +304,26 @@ class Connection:
         log.warning("connection %s: authentication failed for user '%s': %s", self.id,
                     username, why)
         if self.capabilities.get("authentication_failure_close"):
-            self._connection_error(AMQPError(
-                ACCESS_REFUSED, f"Login was refused using authentication mechanism {mechanism}. "
-                "For details see the broker logfile.", 10, 11))
+            self.state = AWAIT_OPEN  # a close frame may go out from here on
+            self.close(ACCESS_REFUSED, f"ACCESS_REFUSED - Login was refused using "
+                       f"authentication mechanism {mechanism}. For details see the broker "
+                       "logfile.")
         else:
             self._shut()
 
     def _tune_ok(self, m: C.Connection.TuneOk) -> None:
         cfg = self.node.config
-        frame_max = m.frame_max or cfg.frame_max
+        # RabbitMQ refuses 0 ("unlimited") for both, like any value below the minimum
+        frame_max = m.frame_max
         if frame_max < FRAME_MIN_SIZE:
             raise AMQPError(NOT_ALLOWED, f"frame_max={frame_max} < {FRAME_MIN_SIZE} min size",
                             10, 31)
         if frame_max > cfg.frame_max:
             raise AMQPError(NOT_ALLOWED, f"frame_max={frame_max} > {cfg.frame_max} max size",
                             10, 31)
-        channel_max = m.channel_max or cfg.channel_max
+        channel_max = m.channel_max
+        if channel_max < 1:
+            raise AMQPError(NOT_ALLOWED, f"channel_max={channel_max} < 1 min size", 10, 31)
         if channel_max > cfg.channel_max:
             raise AMQPError(NOT_ALLOWED, f"channel_max={channel_max} > {cfg.channel_max} max "
                             "size", 10, 31)
@@ -361,6 +366,10 @@ class Connection:
     # -- closing ----------------------------------------------------------------------------------
     def _connection_error(self, e: AMQPError) -> None:
         log.warning("closing connection %s: %s", self.id, e.reply_text)
+        if self.state in (AWAIT_START_OK, AWAIT_TUNE_OK):
+            # as RabbitMQ: a client that has not finished the handshake gets no close frame
+            self._shut()
+            return
         self.close(e.reply_code, e.reply_text, e.class_id, e.method_id)
 
     def close(self, reply_code: int = CONNECTION_FORCED, reply_text: str = "",

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
 
 class Consumer:
     __slots__ = ("channel", "tag", "tag_ss", "queue", "no_ack", "exclusive", "prefetch",
-                 "unacked", "arguments")
+                 "unacked", "arguments", "priority")
 
     def __init__(self, channel: Channel, tag: str, tag_ss: bytes, queue: ClassicQueue,
                  no_ack: bool, exclusive: bool, prefetch: int, arguments: dict) -> None:
@@ -24,6 +24,8 @@ class Consumer:
         self.prefetch = prefetch  # 0 = unlimited
         self.unacked = 0
         self.arguments = arguments
+        priority = arguments.get("x-priority", 0)
+        self.priority = priority if isinstance(priority, int) else 0
 
     def can_take(self) -> bool:
         channel = self.channel

@@ -184,8 +184,6 @@ class MetaMachine:
         vhost = self._vhost(c)
         if isinstance(vhost, AMQPError):
             return vhost
-        if c["source"] not in vhost.exchanges:
-            return AMQPError(NOT_FOUND, f"no exchange '{c['source']}' in vhost '{vhost.name}'")
         dest = Dest(c["dest_kind"], c["dest"])
         b = make_binding(dest, c["routing_key"], c.get("arguments"))
         self._remove_binding(vhost, c["source"], b, fx)

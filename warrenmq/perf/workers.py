@@ -60,19 +60,20 @@ class _Sampler:
 
     def __init__(self, window: Window) -> None:
         self.window = window
-        self.at_warmup: tuple[int, float] | None = None
-        self.at_end: tuple[int, float] | None = None
+        self.at_warmup: tuple[int, float, float] | None = None
+        self.at_end: tuple[int, float, float] | None = None
 
     def sample(self, now: float, count: int) -> None:
         if self.at_warmup is None and now >= self.window.warmup_end:
-            self.at_warmup = (count, time.process_time())
+            self.at_warmup = (count, time.process_time(), now)
         if self.at_end is None and now >= self.window.end:
-            self.at_end = (count, time.process_time())
+            self.at_end = (count, time.process_time(), now)
 
     def result(self, count: int) -> dict[str, Any]:
-        start = self.at_warmup or (0, 0.0)
-        end = self.at_end or (count, time.process_time())
-        span = self.window.end - self.window.warmup_end
+        """Count and CPU share between the two samples (or up to now, in count mode)."""
+        start = self.at_warmup or (0, 0.0, self.window.warmup_end)
+        end = self.at_end or (count, time.process_time(), time.monotonic())
+        span = end[2] - start[2]
         return {
             "window_count": end[0] - start[0],
             "window_s": span,
@@ -81,9 +82,9 @@ class _Sampler:
 
 
 async def _sleep_until(deadline: float) -> None:
-    delay = deadline - time.monotonic()
-    if delay > 0:
-        await asyncio.sleep(delay)
+    # Event-loop timers may fire up to a millisecond early (uvloop rounds to ms).
+    while (delay := deadline - time.monotonic()) > 0:
+        await asyncio.sleep(delay + 0.0005)
 
 
 async def produce(spec: ProducerSpec, window_of: Any) -> dict[str, Any]:

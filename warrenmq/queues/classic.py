@@ -33,6 +33,7 @@ class ClassicQueue:
         self.unacked = 0
         self.next_seq = 0
         self.had_consumers = False
+        self.prioritised = False  # some consumer has a non-zero x-priority
         self.deleted = False
         self.ready_bytes = 0
         # counters for rates and listings
@@ -88,6 +89,8 @@ class ClassicQueue:
     def add_consumer(self, consumer: Consumer) -> None:
         self.consumers.append(consumer)
         self.had_consumers = True
+        if consumer.priority:
+            self.prioritised = True
         self.dispatch()
 
     def remove_consumer(self, consumer: Consumer) -> None:
@@ -97,7 +100,11 @@ class ClassicQueue:
             pass
 
     def dispatch(self) -> None:
-        """Deliver ready messages to consumers that can take them, round-robin."""
+        """Deliver ready messages to consumers that can take them, round-robin (among the
+        consumers of the highest priority that can take one, when priorities are in use)."""
+        if self.prioritised:
+            self._dispatch_by_priority()
+            return
         ready = self.ready
         consumers = self.consumers
         while ready and consumers:
@@ -112,6 +119,23 @@ class ClassicQueue:
                     break
             else:
                 return
+
+    def _dispatch_by_priority(self) -> None:
+        ready = self.ready
+        consumers = self.consumers
+        while ready and consumers:
+            best = None
+            for consumer in consumers:  # the first able one of the highest priority
+                if (best is None or consumer.priority > best.priority) and consumer.can_take():
+                    best = consumer
+            if best is None:
+                return
+            consumers.remove(best)  # to the back: round-robin within a priority
+            consumers.append(best)
+            entry = ready.popleft()
+            self.ready_bytes -= len(entry[1].body)
+            self.delivered += 1
+            best.channel.deliver(best, self, entry)
 
     @property
     def message_count(self) -> int:

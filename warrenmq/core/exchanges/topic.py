@@ -27,14 +27,14 @@ class TopicExchange(ExchangeType):
 
     def _added(self, binding: Binding) -> None:
         node = self.root
-        for word in binding.routing_key.split("."):
+        for word in _words(binding.routing_key):
             node = node.children.setdefault(word, _Node())
         node.dests[binding.dest] = node.dests.get(binding.dest, 0) + 1
         self.cache.clear()
 
     def _removed(self, binding: Binding) -> None:
         path = [self.root]
-        words = binding.routing_key.split(".")
+        words = _words(binding.routing_key)
         for word in words:
             path.append(path[-1].children[word])
         node = path[-1]
@@ -53,12 +53,18 @@ class TopicExchange(ExchangeType):
         hit = self.cache.get(routing_key)
         if hit is None:
             found: set[Dest] = set()
-            _match(self.root, routing_key.split("."), 0, found)
+            _match(self.root, _words(routing_key), 0, found)
             hit = tuple(found)
             if len(self.cache) >= _CACHE_MAX:
                 self.cache.clear()
             self.cache[routing_key] = hit
         return hit
+
+
+def _words(key: str) -> list[str]:
+    # As in RabbitMQ, the empty key has no words at all (not one empty word): '*' does not
+    # match it, '#' and '' do.
+    return key.split(".") if key else []
 
 
 def _match(node: _Node, words: list[str], i: int, found: set[Dest]) -> None:
