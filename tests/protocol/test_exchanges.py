@@ -229,6 +229,36 @@ async def test_redeclare_with_different_property_is_406_aio(aconn, names, arg, f
     await aio_alive(aconn)
 
 
+def test_exchange_arguments_equivalence_pika(pconn, names):
+    # RabbitMQ compares only alternate-exchange among exchange arguments.
+    x = names.exchange()
+    ch = pconn.channel()
+    ch.exchange_declare(x, "direct", arguments={"alternate-exchange": "ae-1", "x-other": 1})
+    ch.exchange_declare(x, "direct", arguments={"x-other": 2, "alternate-exchange": "ae-1"})
+    reply = pika_reply(lambda: ch.exchange_declare(x, "direct",
+                                                   arguments={"alternate-exchange": "ae-2"}))
+    assert_reply(reply, "channel", 406, f"inequivalent arg 'alternate-exchange' for exchange '{x}'")
+    reply = pika_reply(lambda: pconn.channel().exchange_declare(x, "direct"))
+    assert_reply(reply, "channel", 406, "inequivalent arg 'alternate-exchange'")
+
+
+async def test_exchange_arguments_equivalence_aio(aconn, names):
+    x = names.exchange()
+    ch = await aconn.channel()
+    await ch.declare_exchange(x, "direct", arguments={"alternate-exchange": "ae-1"})
+    reply = await aio_reply(ch.declare_exchange(x, "direct",
+                                                arguments={"alternate-exchange": "ae-2"}))
+    assert_reply(reply, "channel", 406, f"inequivalent arg 'alternate-exchange' for exchange '{x}'")
+
+
+def test_passive_declare_ignores_other_properties_pika(pconn, names):
+    x = names.exchange()
+    ch = pconn.channel()
+    ch.exchange_declare(x, "direct")
+    ok = ch.exchange_declare(x, "fanout", passive=True, durable=True, auto_delete=True)
+    assert isinstance(ok.method, pika.spec.Exchange.DeclareOk)
+
+
 def test_unknown_type_is_503_connection_error_pika(pconn, names):
     x = names.exchange()
     reply = pika_reply(lambda: pconn.channel().exchange_declare(x, "no-such-type"))

@@ -342,10 +342,23 @@ ARG_MISMATCHES = [
 INVALID_ARGS = [
     ("ttl-negative", "x-message-ttl", -1),
     ("ttl-string", "x-message-ttl", "abc"),
+    ("ttl-too-large", "x-message-ttl", 2**40),
     ("max-length-negative", "x-max-length", -1),
     ("max-length-string", "x-max-length", "ten"),
+    ("max-length-bytes-negative", "x-max-length-bytes", -1),
     ("expires-zero", "x-expires", 0),
+    ("expires-string", "x-expires", "1000"),
+    ("max-priority-over-255", "x-max-priority", 256),
     ("overflow-unknown", "x-overflow", "drop-everything"),
+    ("queue-mode-unknown", "x-queue-mode", "bogus"),
+    ("single-active-consumer-string", "x-single-active-consumer", "yes"),
+    ("dead-letter-exchange-int", "x-dead-letter-exchange", 5),
+    ("dead-letter-routing-key-without-exchange", "x-dead-letter-routing-key", "k"),
+]
+VALID_ARGS = [
+    {"x-message-ttl": 0}, {"x-max-length": 0}, {"x-max-priority": 10}, {"x-queue-mode": "lazy"},
+    {"x-overflow": "reject-publish"}, {"x-overflow": "reject-publish-dlx"},
+    {"x-queue-type": "classic"}, {"x-no-such-argument": 1},  # unknown x-args are kept, not checked
 ]
 SAME_ARGS = ({"x-max-length": 10, "x-message-ttl": 100}, {"x-message-ttl": 100, "x-max-length": 10})
 
@@ -385,12 +398,26 @@ async def test_redeclare_with_same_arguments_is_ok_aio(aconn, names):
     assert (await ch.declare_queue(q, arguments=SAME_ARGS[1])).name == q
 
 
+def _args_id(arguments: dict) -> str:
+    return "-".join(f"{k}={v}" for k, v in arguments.items())
+
+
+@pytest.mark.parametrize("arguments", VALID_ARGS, ids=_args_id)
+def test_valid_argument_is_accepted_pika(pconn, names, arguments):
+    q = names.queue()
+    ch = pconn.channel()
+    assert ch.queue_declare(q, arguments=arguments).method.queue == q
+    ch.queue_declare(q, arguments=arguments)  # and is equivalent to itself
+
+
 @pytest.mark.parametrize(("arg", "value"), [a[1:] for a in INVALID_ARGS],
                          ids=[a[0] for a in INVALID_ARGS])
 def test_invalid_argument_is_406_pika(pconn, names, arg, value):
     q = names.queue()
     reply = pika_reply(lambda: pconn.channel().queue_declare(q, arguments={arg: value}))
-    assert_reply(reply, "channel", 406, f"invalid arg '{arg}' for queue '{q}'")
+    # Mostly "invalid arg 'x-…' for queue '…'", but "invalid type '…' for arg 'x-…' in
+    # queue" for a wrongly typed x-dead-letter-exchange: assert the names only.
+    assert_reply(reply, "channel", 406, "invalid ", f"'{arg}'", f"queue '{q}'")
     assert not pika_queue_exists(pconn, q)
 
 
@@ -400,7 +427,7 @@ async def test_invalid_argument_is_406_aio(aconn, names, arg, value):
     q = names.queue()
     ch = await aconn.channel()
     reply = await aio_reply(ch.declare_queue(q, arguments={arg: value}))
-    assert_reply(reply, "channel", 406, f"invalid arg '{arg}' for queue '{q}'")
+    assert_reply(reply, "channel", 406, "invalid ", f"'{arg}'", f"queue '{q}'")
     assert not await aio_queue_exists(aconn, q)
 
 

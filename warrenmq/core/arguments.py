@@ -98,9 +98,23 @@ def _bool(v: Any, _args: dict) -> str | None:
     return None if isinstance(v, bool) else f"{{unacceptable_type,{_type_name(v)}}}"
 
 
+def _ttl(v: Any, _args: dict) -> str | None:
+    why = _non_neg_int(v, _args)
+    if why:
+        return why
+    return f"{{value_too_large,{v}}}" if v > 0xFFFFFFFF else None
+
+
+def _expires(v: Any, _args: dict) -> str | None:
+    why = _pos_int(v, _args)
+    if why:
+        return why
+    return f"{{value_too_large,{v}}}" if v > 0xFFFFFFFF else None
+
+
 _QUEUE_CHECKS = {
-    "x-expires": _pos_int,
-    "x-message-ttl": _non_neg_int,
+    "x-expires": _expires,
+    "x-message-ttl": _ttl,
     "x-dead-letter-exchange": _string,
     "x-dead-letter-routing-key": _dlrk,
     "x-max-length": _non_neg_int,

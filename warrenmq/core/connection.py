@@ -48,6 +48,8 @@ log = logging.getLogger("warrenmq.connection")
 _FRAME_HDR = struct.Struct(">BHI")
 _CLASS_METHOD = struct.Struct(">HH")
 
+FRAMES_PER_TURN = 256
+
 # negotiation states
 AWAIT_HEADER, AWAIT_START_OK, AWAIT_TUNE_OK, AWAIT_OPEN, OPENED, CLOSING, CLOSED = range(7)
 
@@ -81,6 +83,10 @@ class Connection:
         self._perm_cache: dict[tuple[str, str, str], bool] = {}
         self.frames_in = 0
         self.bytes_in = 0
+        # Frames handled per receive_data call at most; the rest waits for the next loop turn
+        # so that one busy publisher cannot starve every other connection (fair reading).
+        self.frame_budget = FRAMES_PER_TURN
+        self.backlog = False
 
     # -- output ---------------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
@@ -131,7 +137,13 @@ class Connection:
         n = len(buf)
         unpack = _FRAME_HDR.unpack_from
         frame_max = self.frame_max
+        budget = self.frame_budget
+        self.backlog = False
         while n - pos >= 7:
+            if budget == 0:
+                self.backlog = True
+                break
+            budget -= 1
             ftype, channel, size = unpack(buf, pos)
             if size + 8 > frame_max:
                 raise AMQPError(FRAME_ERROR, f"frame size {size + 8} exceeds negotiated frame_max "

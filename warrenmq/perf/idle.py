@@ -34,9 +34,26 @@ async def _open_one(uri: str, gate: asyncio.Semaphore, conns: list[Connection]) 
         await conn.channel()
 
 
+async def _settled_rss(pid: int, timeout_s: float = 5.0) -> int | None:
+    """The broker's RSS once it stops moving (within 1% over 0.5 s), or at the deadline.
+
+    A broker may still be returning memory from earlier work; a moving baseline would
+    be charged to (or credited against) the connections.
+    """
+    deadline = time.monotonic() + timeout_s
+    last = stats.rss_kib(pid)
+    while last is not None and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        now = stats.rss_kib(pid)
+        if now is None or abs(now - last) <= 0.01 * last:
+            return now
+        last = now
+    return last
+
+
 async def _run(opts: Options) -> dict[str, Any]:
     pid = opts.broker_pid
-    rss_before = stats.rss_kib(pid) if pid else None
+    rss_before = await _settled_rss(pid) if pid else None
     conns: list[Connection] = []
     gate = asyncio.Semaphore(HANDSHAKES_IN_FLIGHT)
     t0 = time.monotonic()

@@ -34,6 +34,7 @@ class AMQPProtocol(asyncio.Protocol):
         self.last_send = 0.0
         self.closing_since = 0.0
         self.started = 0.0
+        self.reading_paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -55,12 +56,31 @@ class AMQPProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_recv = self.app.loop.time()
+        self._receive(data)
+
+    def _receive(self, data: bytes) -> None:
+        conn = self.conn
         try:
-            self.conn.receive_data(data)  # type: ignore[union-attr]
+            conn.receive_data(data)  # type: ignore[union-attr]
         except Exception:
-            log.exception("internal error on connection %s", self.conn.id)  # type: ignore
-            self.conn.close(541, "INTERNAL_ERROR - internal error")  # type: ignore[union-attr]
+            log.exception("internal error on connection %s", conn.id)  # type: ignore
+            conn.close(541, "INTERNAL_ERROR - internal error")  # type: ignore[union-attr]
         self.app.schedule_flush()
+        if conn.backlog:  # type: ignore[union-attr]
+            # more whole frames are buffered than one turn may handle: stop reading, let the
+            # other connections have this loop turn, continue in the next one
+            if not self.reading_paused:
+                self.reading_paused = True
+                self.transport.pause_reading()  # type: ignore[union-attr]
+            self.app.loop.call_soon(self._continue)
+        elif self.reading_paused:
+            self.reading_paused = False
+            if not self.transport.is_closing():  # type: ignore[union-attr]
+                self.transport.resume_reading()  # type: ignore[union-attr]
+
+    def _continue(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self._receive(b"")
 
     def eof_received(self) -> bool:
         return False

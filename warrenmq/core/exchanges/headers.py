@@ -50,10 +50,14 @@ def _matches(arguments: dict, headers: dict) -> bool:
 
 
 def _equal(a, b) -> bool:
-    if isinstance(a, bytes) and isinstance(b, str):
-        return a == b.encode()
-    if isinstance(b, bytes) and isinstance(a, str):
-        return b == a.encode()
+    # strings and byte arrays compare as the same kind of value, as in RabbitMQ
+    if isinstance(a, str):
+        a = a.encode()
+    if isinstance(b, str):
+        b = b.encode()
+    if isinstance(a, (bytes, bytearray)) or isinstance(b, (bytes, bytearray)):
+        return isinstance(a, (bytes, bytearray)) and isinstance(b, (bytes, bytearray)) and \
+            bytes(a) == bytes(b)
     if isinstance(a, bool) != isinstance(b, bool):
         return False
     return a == b
