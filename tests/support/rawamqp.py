@@ -169,9 +169,14 @@ class RawClient:
 
     def expect_connection_close(self, timeout_s: float | None = None,
                                 wait_closed: bool = True) -> commands.Connection.Close:
-        """Wait for connection.close, answer close-ok, then (optionally) for the socket to close."""
+        """Wait for connection.close (skipping replies sent before it), answer close-ok,
+        then (optionally) wait for the socket to close."""
         deadline = time.monotonic() + (timeout_s or self.timeout_s)
-        close = self.expect(commands.Connection.Close, timeout_s)
+        while True:
+            got = self.read_method(max(deadline - time.monotonic(), 0.001))
+            if isinstance(got.frame, commands.Connection.Close):
+                close = got.frame
+                break
         try:
             self.send_method(commands.Connection.CloseOk())
         except OSError:

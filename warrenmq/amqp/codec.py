@@ -13,9 +13,16 @@ from __future__ import annotations
 from struct import Struct
 
 from pamqp import commands
+from pamqp import encode as pamqp_encode
 from pamqp.base import Frame
 
-from .constants import FRAME_BODY, FRAME_HEADER, FRAME_METHOD, SYNTAX_ERROR
+from .constants import (
+    COMMAND_INVALID,
+    FRAME_BODY,
+    FRAME_ERROR,
+    FRAME_HEADER,
+    FRAME_METHOD,
+)
 from .errors import AMQPError
 
 FRAME_HDR = Struct(">BHI")
@@ -43,7 +50,8 @@ def decode_publish(payload: bytes) -> tuple[str, str, bytes, bytes, int]:
         routing_key, o2 = _shortstr(payload, o)
         bits = payload[o2]
     except (IndexError, UnicodeDecodeError) as e:
-        raise AMQPError(SYNTAX_ERROR, f"cannot decode basic.publish: {e}", 60, 40) from None
+        raise AMQPError(FRAME_ERROR, f"cannot decode basic.publish arguments: {e}", 60,
+                        40) from None
     return exchange, routing_key, payload[6:o], payload[o:o2], bits
 
 
@@ -52,25 +60,72 @@ def decode_tag_bits(payload: bytes, method_id: int) -> tuple[int, int]:
     try:
         return _LONGLONG_OCTET.unpack_from(payload, 4)
     except Exception:
-        raise AMQPError(SYNTAX_ERROR, "cannot decode delivery tag", 60, method_id) from None
+        raise AMQPError(FRAME_ERROR, "cannot decode delivery tag", 60, method_id) from None
 
 
 def decode_method(payload: bytes) -> Frame:
     class_id, method_id = CLASS_METHOD.unpack_from(payload, 0)
     cls = METHOD_INDEX.get((class_id << 16) | method_id)
     if cls is None:
-        raise AMQPError(SYNTAX_ERROR, f"unknown method {class_id}/{method_id}", class_id, method_id)
+        raise AMQPError(COMMAND_INVALID, f"unknown method {class_id}/{method_id}", class_id,
+                        method_id)
     method = cls.__new__(cls)
     try:
         method.unmarshal(payload[4:])
     except Exception as e:
-        raise AMQPError(SYNTAX_ERROR, f"cannot decode {cls.name}: {e}", class_id,
+        # as RabbitMQ: arguments that do not decode are a frame error naming the method
+        raise AMQPError(FRAME_ERROR, f"cannot decode {cls.name} arguments: {e}", class_id,
                         method_id) from None
     return method
 
 
+def _marshal_args(method: Frame) -> bytes:
+    """pamqp's argument encoding without its validation: pamqp restricts queue and exchange
+    names to [a-zA-Z0-9-_.:], while AMQP (and RabbitMQ) allow any UTF-8 short string."""
+    out: list[bytes] = []
+    byte = offset = 0
+    in_bits = False
+    for name in method.__slots__:
+        data_type = method.amqp_type(name)
+        value = getattr(method, name, 0)
+        if data_type == "bit":
+            if not in_bits:
+                byte, offset, in_bits = 0, 0, True
+            if value:
+                byte |= 1 << offset
+            offset += 1
+            if offset == 8:
+                out.append(bytes((byte,)))
+                in_bits = False
+            continue
+        if in_bits:
+            out.append(bytes((byte,)))
+            in_bits = False
+        out.append(pamqp_encode.by_type(value, data_type))
+    if in_bits:
+        out.append(bytes((byte,)))
+    return b"".join(out)
+
+
+_DEFAULTS: dict[type, dict] = {}
+
+
+def make(cls: type[Frame], **values: object) -> Frame:
+    """Build a pamqp method without its constructor's validation (see _marshal_args)."""
+    defaults = _DEFAULTS.get(cls)
+    if defaults is None:
+        import inspect
+
+        params = inspect.signature(cls.__init__).parameters
+        defaults = _DEFAULTS[cls] = {k: p.default for k, p in params.items() if k != "self"}
+    method = cls.__new__(cls)
+    for name in cls.__slots__:
+        setattr(method, name, values.get(name, defaults.get(name)))
+    return method
+
+
 def encode_method(channel: int, method: Frame) -> bytes:
-    args = method.marshal()
+    args = _marshal_args(method)
     return b"".join((
         FRAME_HDR.pack(FRAME_METHOD, channel, len(args) + 4),
         CLASS_METHOD.pack(method.index >> 16, method.index & 0xFFFF),

@@ -22,7 +22,9 @@ class AMQPError(Exception):
     @property
     def reply_text(self) -> str:
         text = f"{REPLY_NAMES.get(self.reply_code, 'ERROR')} - {self.text}"
-        return text[:255]
+        if len(text.encode()) > 255:  # a short string; RabbitMQ cuts it the same way
+            text = text.encode()[:252].decode(errors="ignore") + "..."
+        return text
 
     def on(self, class_id: int, method_id: int) -> AMQPError:
         if not self.class_id:

@@ -43,7 +43,7 @@ def validate_queue_args(args: dict, resource: str) -> None:
 
 def _non_neg_int(v: Any, _args: dict) -> str | None:
     if not _is_int(v):
-        return f"{{unacceptable_type,{_type_name(v)}}}"
+        return f'"expected integer, got {_type_name(v)}"'
     if v < 0:
         return f"{{value_negative,{v}}}"
     return None
@@ -51,7 +51,7 @@ def _non_neg_int(v: Any, _args: dict) -> str | None:
 
 def _pos_int(v: Any, _args: dict) -> str | None:
     if not _is_int(v):
-        return f"{{unacceptable_type,{_type_name(v)}}}"
+        return f'"expected integer, got {_type_name(v)}"'
     if v == 0:
         return "{value_zero,0}"
     if v < 0:
@@ -177,6 +177,8 @@ def _check_args(keys: tuple[str, ...], received: dict, current: dict, resource: 
         if r is None and c is None:
             continue
         if r is None or c is None or not _same(r, c):
+            if r is not None and c is not None and _type_name(r) == _type_name(c):
+                raise _inequivalent(key, resource, r, c)
             if c is None:
                 raise AMQPError(PRECONDITION_FAILED,
                                 f"inequivalent arg '{key}' for {resource}: received the value "

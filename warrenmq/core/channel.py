@@ -22,6 +22,7 @@ from ..amqp import codec
 from ..amqp.constants import (
     ACCESS_REFUSED,
     COMMAND_INVALID,
+    FRAME_ERROR,
     NO_ROUTE,
     NOT_ALLOWED,
     NOT_FOUND,
@@ -87,8 +88,9 @@ class Channel:
     # -- frames from the connection -------------------------------------------------------------
     def handle_method(self, class_id: int, method_id: int, payload: bytes) -> None:
         if self._publish is not None:
-            raise AMQPError(UNEXPECTED_FRAME, "expected content header for class 60, got "
-                            "non content header frame instead", class_id, method_id)
+            what = "body" if self._header is not None else "header"
+            raise AMQPError(UNEXPECTED_FRAME, f"expected content {what} for class 60, got "
+                            "non content frame instead", 60, 40)
         if class_id == 60:
             if method_id == 40:
                 exchange, routing_key, ex_ss, rk_ss, bits = codec.decode_publish(payload)
@@ -111,8 +113,8 @@ class Channel:
         method = codec.decode_method(payload)
         handler = _HANDLERS.get((class_id, method_id))
         if handler is None:
-            raise AMQPError(COMMAND_INVALID if class_id in (10, 20) else NOT_IMPLEMENTED,
-                            f"unexpected method {method.name}", class_id, method_id)
+            raise AMQPError(COMMAND_INVALID, f"unexpected method {method.name} on a channel",
+                            class_id, method_id)
         self._guard(class_id, method_id, handler, self, method)
 
     @staticmethod
@@ -125,9 +127,11 @@ class Channel:
     def handle_header(self, payload: bytes) -> None:
         if self._publish is None or self._header is not None:
             raise AMQPError(UNEXPECTED_FRAME, "expected method frame, got content header")
+        if len(payload) < 14:
+            raise AMQPError(FRAME_ERROR, "content header too short")
         class_id, _weight, body_size = codec.CONTENT_HDR.unpack_from(payload, 0)
         if class_id != 60:
-            raise AMQPError(UNEXPECTED_FRAME, f"content header for class {class_id}")
+            raise AMQPError(UNEXPECTED_FRAME, f"content header for class {class_id}", 60, 40)
         limit = self.node.config.max_message_size
         if body_size > limit:
             self._publish = None
@@ -145,7 +149,8 @@ class Channel:
             raise AMQPError(UNEXPECTED_FRAME, "expected method frame, got content body")
         received = self._body_received + len(payload)
         if received > self._body_size:
-            raise AMQPError(UNEXPECTED_FRAME, "content body larger than declared body size")
+            raise AMQPError(FRAME_ERROR, f"content body of {received} bytes is larger than the "
+                            f"declared body size {self._body_size}")
         if received == self._body_size and not self._body_parts:
             self._complete(self._header, payload)
             return
@@ -329,7 +334,7 @@ class Channel:
                                         self._resource("queue", name))
         self.last_queue = name
         if not m.nowait:
-            self.send(C.Queue.DeclareOk(queue=name, message_count=q.message_count,
+            self.send(codec.make(C.Queue.DeclareOk, queue=name, message_count=q.message_count,
                                         consumer_count=len(q.consumers)))
 
     def _queue_binding(self, m, add: bool) -> None:
@@ -395,7 +400,9 @@ class Channel:
             for q in {c.queue for c in self.consumers.values()}:
                 q.dispatch()
         else:
+            # RabbitMQ 3.x: a per-consumer qos also lifts a channel-wide limit set before it
             self.prefetch = m.prefetch_count
+            self.global_prefetch = 0
         self.send(C.Basic.QosOk())
 
     def handle_basic_consume(self, m: C.Basic.Consume) -> None:
@@ -411,13 +418,13 @@ class Channel:
                             self.prefetch, dict(m.arguments or {}))
         self.consumers[tag] = consumer
         if not m.nowait:
-            self.send(C.Basic.ConsumeOk(consumer_tag=tag))
+            self.send(codec.make(C.Basic.ConsumeOk, consumer_tag=tag))
         q.add_consumer(consumer)
 
     def handle_basic_cancel(self, m: C.Basic.Cancel) -> None:
         consumer = self.consumers.pop(m.consumer_tag, None)
         if not m.nowait:
-            self.send(C.Basic.CancelOk(consumer_tag=m.consumer_tag))
+            self.send(codec.make(C.Basic.CancelOk, consumer_tag=m.consumer_tag))
         if consumer is not None:
             self.node.remove_consumer(consumer)
 

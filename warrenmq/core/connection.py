@@ -165,8 +165,10 @@ class Connection:
     def _frame(self, ftype: int, channel: int, payload: bytes) -> None:
         if ftype == FRAME_HEARTBEAT:
             if channel != 0:
-                raise AMQPError(FRAME_ERROR, "heartbeat frame on a non-zero channel")
+                raise AMQPError(UNEXPECTED_FRAME, "heartbeat frame on a non-zero channel")
             return
+        if ftype not in (FRAME_METHOD, FRAME_HEADER, FRAME_BODY):
+            raise AMQPError(FRAME_ERROR, f"unknown frame type {ftype}")
         if self.state == CLOSING:
             # after connection.close only close-ok (or a crossing close) matters
             if ftype == FRAME_METHOD and channel == 0 and len(payload) >= 4:
@@ -179,6 +181,11 @@ class Connection:
         if channel == 0:
             if ftype != FRAME_METHOD:
                 raise AMQPError(UNEXPECTED_FRAME, f"unexpected frame type {ftype} on channel 0")
+            if len(payload) < 4:
+                raise AMQPError(FRAME_ERROR, "method frame too short")
+            class_id, method_id = _CLASS_METHOD.unpack_from(payload, 0)
+            if class_id != 10:
+                raise AMQPError(CHANNEL_ERROR, "channel method on channel 0", class_id, method_id)
             self._connection_method(payload)
             return
         if self.state != OPENED:
@@ -188,24 +195,29 @@ class Connection:
             if channel in self.closing_channels:
                 self._closing_channel_frame(channel, ftype, payload)
                 return
-            if ftype == FRAME_METHOD and payload[:4] == b"\x00\x14\x00\x0a":  # channel.open
+            if ftype != FRAME_METHOD:
+                raise AMQPError(UNEXPECTED_FRAME, f"content frame on channel {channel}, which "
+                                "is not open")
+            if len(payload) < 4:
+                raise AMQPError(FRAME_ERROR, "method frame too short")
+            ids = _CLASS_METHOD.unpack_from(payload, 0)
+            if ids == (20, 10):  # channel.open
                 self._open_channel(channel)
                 return
-            if ftype not in (FRAME_METHOD, FRAME_HEADER, FRAME_BODY):
-                raise AMQPError(FRAME_ERROR, f"unknown frame type {ftype}")
-            raise AMQPError(CHANNEL_ERROR, f"expected 'channel.open' on channel {channel}")
+            raise AMQPError(CHANNEL_ERROR, f"expected 'channel.open' on channel {channel}", *ids)
         try:
             if ftype == FRAME_METHOD:
                 if len(payload) < 4:
                     raise AMQPError(FRAME_ERROR, "method frame too short")
                 class_id, method_id = _CLASS_METHOD.unpack_from(payload, 0)
+                if class_id == 10:
+                    raise AMQPError(COMMAND_INVALID, "connection method on a channel",
+                                    class_id, method_id)
                 ch.handle_method(class_id, method_id, payload)
             elif ftype == FRAME_BODY:
                 ch.handle_body(payload)
-            elif ftype == FRAME_HEADER:
-                ch.handle_header(payload)
             else:
-                raise AMQPError(FRAME_ERROR, f"unknown frame type {ftype}")
+                ch.handle_header(payload)
         except AMQPError as e:
             if e.hard:
                 raise

@@ -85,7 +85,7 @@ class Node:
             ch = consumer.channel
             if ch.consumers.pop(consumer.tag, None) is not None and ch.state == "open":
                 if ch.conn.capabilities.get("consumer_cancel_notify"):
-                    ch.send(C.Basic.Cancel(consumer_tag=consumer.tag, nowait=True))
+                    ch.send(codec.make(C.Basic.Cancel, consumer_tag=consumer.tag, nowait=True))
 
     def remove_consumer(self, consumer: Consumer) -> None:
         q = consumer.queue
