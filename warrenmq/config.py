@@ -30,6 +30,7 @@ class Config:
     heartbeat: int = 60
     handshake_timeout_s: float = 10.0
     max_message_size: int = 134217728
+    queue_page_bytes: int = 64 * 1024 * 1024  # ready bodies a queue keeps in memory
     default_vhost: str = "/"
     default_user: str = "guest"
     default_pass: str = "guest"

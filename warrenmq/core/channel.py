@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import os
+import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -71,7 +72,10 @@ class Channel:
         self.global_prefetch = 0  # shared by the channel's consumers (global=true)
         self.confirm = False
         self.publish_seq = 0
-        self.confirmed_seq = 0
+        self.confirmed_seq = 0  # the highest publish seq acked to the client
+        self.confirm_target = 0  # the highest publish seq an ack is sent or scheduled for
+        self.confirm_needs_sync = False  # a publish since the last flush awaits the disk
+        self.sync_waits = 0  # confirms scheduled behind the journal, not yet sent
         self.confirm_pending = False
         self.tx = False
         # buffered inside a transaction: ("publish", fn) or ("settle", taken, rejected, requeue)
@@ -260,7 +264,7 @@ class Channel:
                 x = self.node.propose({
                     "op": "exchange.declare", "vhost": self.conn.vhost_name, "name": name,
                     "type": m.exchange_type, "durable": m.durable, "auto_delete": m.auto_delete,
-                    "internal": m.internal, "arguments": args})
+                    "internal": m.internal, "arguments": args}, self.conn)
             check_exchange_equivalence(x, m.exchange_type, m.durable, m.auto_delete, m.internal,
                                        args, self._resource("exchange", name))
         if not m.nowait:
@@ -274,7 +278,7 @@ class Channel:
                             f"deletion of system {self._resource('exchange', name)} not allowed")
         self.check_access("configure", "exchange", name)
         self.node.propose({"op": "exchange.delete", "vhost": self.conn.vhost_name, "name": name,
-                           "if_unused": m.if_unused})
+                           "if_unused": m.if_unused}, self.conn)
         if not m.nowait:
             self.send(C.Exchange.DeleteOk())
 
@@ -291,7 +295,7 @@ class Channel:
         self.node.propose({
             "op": "binding.add" if add else "binding.remove", "vhost": self.conn.vhost_name,
             "source": source, "dest_kind": "exchange", "dest": dest,
-            "routing_key": m.routing_key, "arguments": dict(m.arguments or {})})
+            "routing_key": m.routing_key, "arguments": dict(m.arguments or {})}, self.conn)
 
     def handle_exchange_bind(self, m: C.Exchange.Bind) -> None:
         self._exchange_binding(m, True)
@@ -322,8 +326,9 @@ class Channel:
                 validate_queue_args(args, self._resource("queue", name))
                 self.node.propose({
                     "op": "queue.declare", "vhost": vhost, "name": name, "durable": m.durable,
+                    "id": uuid.uuid4().hex,
                     "exclusive_owner": self.conn.id if m.exclusive else None,
-                    "auto_delete": m.auto_delete, "arguments": args})
+                    "auto_delete": m.auto_delete, "arguments": args}, self.conn)
                 q = self.node.live_queue(vhost, name)
                 assert q is not None
             else:
@@ -356,7 +361,7 @@ class Channel:
         self.node.propose({
             "op": "binding.add" if add else "binding.remove", "vhost": self.conn.vhost_name,
             "source": m.exchange, "dest_kind": "queue", "dest": qname,
-            "routing_key": m.routing_key, "arguments": args})
+            "routing_key": m.routing_key, "arguments": args}, self.conn)
 
     def handle_queue_bind(self, m: C.Queue.Bind) -> None:
         self._queue_binding(m, True)
@@ -387,7 +392,7 @@ class Channel:
             if m.if_empty and q.message_count:
                 raise AMQPError(PRECONDITION_FAILED, f"{self._resource('queue', qname)} not empty")
             count = q.message_count
-            self.node.delete_queue(q)
+            self.node.delete_queue(q, self.conn)
         if not m.nowait:
             self.send(C.Queue.DeleteOk(message_count=count))
 
@@ -432,14 +437,15 @@ class Channel:
         qname = self._queue_name(m.queue)
         self.check_access("read", "queue", qname)
         q = self._queue(qname)
-        entry = q.get()
+        entry = q.take()
         if entry is None:
             self.send(C.Basic.GetEmpty())
             return
         self.next_delivery_tag += 1
         tag = self.next_delivery_tag
         if m.no_ack:
-            q.acked += 1
+            q.unacked += 1
+            q.settle([entry])
         else:
             self.unacked[tag] = (q, entry, None)
             self.unacked_count += 1
@@ -454,7 +460,8 @@ class Channel:
         self.next_delivery_tag += 1
         tag = self.next_delivery_tag
         if consumer.no_ack:
-            queue.acked += 1
+            queue.unacked += 1
+            queue.settle([entry])
         else:
             self.unacked[tag] = (queue, entry, consumer)
             consumer.unacked += 1
@@ -515,7 +522,7 @@ class Channel:
             if rejected and requeue:
                 queue.requeue(entries)
             else:
-                queue.settle(len(entries))
+                queue.settle(entries)
                 if rejected:
                     self.node.discard(queue, entries, "rejected")
         self._refill(touched)
@@ -573,6 +580,11 @@ class Channel:
     def _route(self, x: ExchangeRecord, msg: Message, mandatory: bool) -> None:
         queues = self.node.route(self.conn.vhost_name, x, msg)
         if queues:
+            if msg.persistent:
+                durable = [q for q in queues if q.durable]
+                if durable:
+                    self.node.journal.log_message(msg, durable)
+                    self.confirm_needs_sync = True
             for q in queues:
                 q.enqueue(msg)
         elif mandatory:
@@ -583,15 +595,32 @@ class Channel:
                                                  conn.frame_max))
 
     def flush_confirms(self) -> None:
-        """Confirm everything published so far with one (possibly multiple) ack."""
+        """Confirm everything published so far with one (possibly multiple) ack: at once, or
+        once the journal has synced when a persistent message reached a durable queue (or
+        an earlier ack still waits for the disk: acks go out in order)."""
         self.confirm_pending = False
         if self.state is not OPEN:
             return
         seq = self.publish_seq
-        if seq > self.confirmed_seq:
-            self.conn.write(codec.confirm_method(self.number, True, seq,
-                                                 seq - self.confirmed_seq > 1))
-            self.confirmed_seq = seq
+        if seq <= self.confirm_target:
+            return
+        self.confirm_target = seq
+        if self.confirm_needs_sync or self.sync_waits:
+            self.confirm_needs_sync = False
+            self.sync_waits += 1
+            self.node.journal.after_sync(lambda: self._confirm_synced(seq))
+        else:
+            self._send_confirm(seq)
+
+    def _confirm_synced(self, seq: int) -> None:
+        self.sync_waits -= 1
+        if self.state is OPEN:
+            self._send_confirm(seq)
+
+    def _send_confirm(self, seq: int) -> None:
+        self.conn.write(codec.confirm_method(self.number, True, seq,
+                                             seq - self.confirmed_seq > 1))
+        self.confirmed_seq = seq
 
     def handle_confirm_select(self, m: C.Confirm.Select) -> None:
         if self.tx:

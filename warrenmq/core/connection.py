@@ -64,6 +64,8 @@ class Connection:
         self.state = AWAIT_HEADER
         self.out: list[bytes] = []
         self.has_output = False
+        self.holds = 0
+        self.held: list[bytes] | None = None
         self.close_transport = False  # set once the shell should close after flushing
         self.writable = True  # False while the transport's buffer is over its high mark
         self.buf = b""
@@ -89,13 +91,33 @@ class Connection:
         self.backlog = False
 
     # -- output ---------------------------------------------------------------------------------
+    def hold_output(self) -> None:
+        """Keep everything written from now on until release_output (a durable change must
+        be on disk before its reply, and replies keep their order)."""
+        self.holds += 1
+        if self.held is None:
+            self.held = []
+
+    def release_output(self) -> None:
+        self.holds -= 1
+        if self.holds == 0 and self.held is not None:
+            held, self.held = self.held, None
+            if self.state < CLOSED:
+                self.write_many(held)
+
     def write(self, data: bytes) -> None:
+        if self.held is not None:
+            self.held.append(data)
+            return
         self.out.append(data)
         if not self.has_output:
             self.has_output = True
             self.node.dirty.append(self)
 
     def write_many(self, parts: list[bytes]) -> None:
+        if self.held is not None:
+            self.held.extend(parts)
+            return
         self.out.extend(parts)
         if not self.has_output:
             self.has_output = True

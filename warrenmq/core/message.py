@@ -17,16 +17,20 @@ FLAG_USER_ID = 0x0010
 
 class Message:
     __slots__ = ("exchange", "routing_key", "exchange_ss", "routing_key_ss", "header", "body",
-                 "_properties")
+                 "size", "persistent", "loc", "_properties")
 
     def __init__(self, exchange: str, routing_key: str, exchange_ss: bytes,
-                 routing_key_ss: bytes, header: bytes, body: bytes) -> None:
+                 routing_key_ss: bytes, header: bytes, body: bytes | None,
+                 size: int | None = None) -> None:
         self.exchange = exchange
         self.routing_key = routing_key
         self.exchange_ss = exchange_ss  # shortstr-encoded, ready for Basic.Deliver
         self.routing_key_ss = routing_key_ss
         self.header = header
-        self.body = body
+        self.body = body  # None while paged out to the journal (see loc)
+        self.size = len(body) if size is None else size  # type: ignore[arg-type]
+        self.persistent = delivery_mode(header) == 2
+        self.loc = None  # where the journal keeps this message, once it does
         self._properties = None
 
     @property
@@ -44,10 +48,21 @@ class Message:
             return None
         return self.properties.headers
 
-    @property
-    def persistent(self) -> bool:
-        return bool(self.flags & FLAG_DELIVERY_MODE) and self.properties.delivery_mode == 2
 
-    @property
-    def body_size(self) -> int:
-        return len(self.body)
+
+def delivery_mode(header: bytes) -> int:
+    """The delivery-mode property of a raw content header payload, found without decoding
+    the others: it follows content-type, content-encoding and headers (spec 4.2.6.1)."""
+    flags = (header[12] << 8) | header[13]
+    if not flags & FLAG_DELIVERY_MODE:
+        return 0
+    offset = 14
+    if flags & 0x0001:  # a continuation flag word
+        return 0
+    if flags & 0x8000:
+        offset += 1 + header[offset]
+    if flags & 0x4000:
+        offset += 1 + header[offset]
+    if flags & FLAG_HEADERS:
+        offset += 4 + int.from_bytes(header[offset:offset + 4], "big")
+    return header[offset] if offset < len(header) else 0

@@ -21,6 +21,7 @@ from ..config import Config
 from ..meta.access import check_password, hash_password
 from ..meta.machine import MetaMachine
 from ..queues.classic import ClassicQueue
+from .journal import Journal, NullJournal
 
 if TYPE_CHECKING:
     from ..meta.records import ExchangeRecord
@@ -35,8 +36,9 @@ LOOPBACK_PREFIXES = ("127.", "::1", "::ffff:127.")
 
 
 class Node:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, journal: Journal | None = None) -> None:
         self.config = config
+        self.journal = journal or NullJournal()
         self.meta = MetaMachine()
         self.queues: dict[str, dict[str, ClassicQueue]] = {}  # vhost -> name -> queue
         self.connections: dict[str, Connection] = {}
@@ -56,29 +58,41 @@ class Node:
                       "read": ".*"})
 
     # -- metadata -----------------------------------------------------------------------------------
-    def propose(self, command: dict) -> Any:
+    def propose(self, command: dict, conn: Connection | None = None) -> Any:
+        """Apply a metadata command and log it. With `conn`, that connection's output is held
+        until the command is on disk when it changes durable state, so its reply (and
+        anything after it) goes out only once the change would survive a crash."""
+        reply = self.apply(command)
+        if isinstance(reply, AMQPError):
+            raise reply
+        self.journal.log_meta(command)
+        if conn is not None and self.journal.durable and _durable_change(command):
+            conn.hold_output()
+            self.journal.after_sync(conn.release_output)
+        return reply
+
+    def apply(self, command: dict) -> Any:
+        """Apply without logging (recovery replays through here)."""
         reply, effects = self.meta.apply(command)
         for kind, record in effects:
             if kind == "queue.created":
-                self.queues.setdefault(record.vhost, {})[record.name] = ClassicQueue(record)
+                self.queues.setdefault(record.vhost, {})[record.name] = ClassicQueue(
+                    record, self.journal, self.config.queue_page_bytes)
             elif kind == "queue.deleted":
                 q = self.queues.get(record.vhost, {}).pop(record.name, None)
                 if q is not None:
                     self._queue_gone(q)
-        if isinstance(reply, AMQPError):
-            raise reply
         return reply
 
     def live_queue(self, vhost: str, name: str) -> ClassicQueue | None:
         qs = self.queues.get(vhost)
         return qs.get(name) if qs else None
 
-    def delete_queue(self, q: ClassicQueue) -> None:
-        self.propose({"op": "queue.delete", "vhost": q.vhost, "name": q.name})
+    def delete_queue(self, q: ClassicQueue, conn: Connection | None = None) -> None:
+        self.propose({"op": "queue.delete", "vhost": q.vhost, "name": q.name}, conn)
 
     def _queue_gone(self, q: ClassicQueue) -> None:
-        q.deleted = True
-        q.ready.clear()
+        q.delete()
         consumers = list(q.consumers)
         q.consumers.clear()
         for consumer in consumers:
@@ -187,8 +201,30 @@ class Node:
             channels, self.confirms = self.confirms, []
             for ch in channels:
                 ch.flush_confirms()
+        self.journal.flush()
         dirty, self.dirty = self.dirty, []
         return dirty
+
+    def remove_transient(self) -> None:
+        """After recovery: what was not durable did not survive the restart (RabbitMQ's rule:
+        non-durable and exclusive queues, non-durable exchanges)."""
+        for vhost in list(self.meta.vhosts.values()):
+            for q in list(vhost.queues.values()):
+                if not q.durable or q.exclusive_owner is not None:
+                    self.propose({"op": "queue.delete", "vhost": vhost.name, "name": q.name})
+            for x in list(vhost.exchanges.values()):
+                if not x.durable:
+                    self.propose({"op": "exchange.delete", "vhost": vhost.name,
+                                  "name": x.name})
+
+
+def _durable_change(command: dict) -> bool:
+    op = command["op"]
+    if op == "queue.declare":
+        return bool(command["durable"]) and command.get("exclusive_owner") is None
+    if op == "exchange.declare":
+        return bool(command["durable"])
+    return True
 
 
 def encode_close(reply_code: int, reply_text: str) -> bytes:

@@ -145,7 +145,7 @@ class MetaMachine:
             return found
         q = QueueRecord(c["vhost"], c["name"], c["durable"], c.get("exclusive_owner"),
                         c["auto_delete"], dict(c.get("arguments") or {}),
-                        c.get("type", "classic"))
+                        c.get("type", "classic"), c.get("id") or f"{c['vhost']}/{c['name']}")
         vhost.queues[q.name] = q
         fx.append(("queue.created", q))
         # every queue is bound to the default exchange by its name (implicitly, see route())

@@ -46,6 +46,7 @@ class QueueRecord:
     auto_delete: bool = False
     arguments: dict = field(default_factory=dict)
     type: str = "classic"
+    id: str = ""  # this incarnation of the name: journal records refer to it
 
 
 @dataclass(eq=False)

@@ -5,13 +5,18 @@ number; requeued messages go back to their original position by seq, as in Rabbi
 Invariant: `ready` is sorted by seq.
 
 The queue knows its consumers but not the wire: it asks each consumer's channel whether it
-can take a message (`can_take`) and hands deliveries to it (`deliver`).
+can take a message (`can_take`) and hands deliveries to it (`deliver`). It tells the journal
+what happens to persistent messages when the queue is durable, and pages message bodies out
+of memory once its ready bytes pass `page_bytes` (RabbitMQ's lazy behaviour), so a deep
+queue costs an index entry per message, not its body.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from typing import TYPE_CHECKING
+
+from ..core.journal import Journal, NullJournal
 
 if TYPE_CHECKING:
     from ..core.consumer import Consumer
@@ -20,14 +25,20 @@ if TYPE_CHECKING:
 
 Entry = tuple  # (seq, Message, redelivered)
 
+PAGE_BYTES_DEFAULT = 64 * 1024 * 1024
+
 
 class ClassicQueue:
     type_name = "classic"
 
-    def __init__(self, record: QueueRecord) -> None:
+    def __init__(self, record: QueueRecord, journal: Journal | None = None,
+                 page_bytes: int = PAGE_BYTES_DEFAULT) -> None:
         self.record = record
         self.name = record.name
         self.vhost = record.vhost
+        self.durable = record.durable
+        self.journal = journal or NullJournal()
+        self.page_bytes = page_bytes
         self.ready: deque[Entry] = deque()
         self.consumers: deque[Consumer] = deque()
         self.unacked = 0
@@ -35,7 +46,8 @@ class ClassicQueue:
         self.had_consumers = False
         self.prioritised = False  # some consumer has a non-zero x-priority
         self.deleted = False
-        self.ready_bytes = 0
+        self.ready_bytes = 0  # bodies of ready messages, resident or paged out
+        self.resident_bytes = 0  # bodies of ready messages held in memory
         # counters for rates and listings
         self.published = 0
         self.delivered = 0
@@ -46,17 +58,33 @@ class ClassicQueue:
         self.next_seq += 1
         self.published += 1
         self.ready.append((self.next_seq, message, False))
-        self.ready_bytes += len(message.body)
+        self.ready_bytes += message.size
+        if message.body is not None:
+            if self.resident_bytes >= self.page_bytes and self.ready:
+                self.journal.page_out(message)
+            else:
+                self.resident_bytes += message.size
         if self.consumers:
             self.dispatch()
 
+    def restore(self, entries: list[Entry]) -> None:
+        """Recovery: entries (in seq order) read back from the journal."""
+        self.ready.extend(entries)
+        for _, msg, _ in entries:
+            self.ready_bytes += msg.size
+        if entries:
+            self.next_seq = max(self.next_seq, entries[-1][0])
+
     def requeue(self, entries: list[Entry]) -> None:
         """Put delivered entries back, in their original positions, marked redelivered."""
+        self.unacked -= len(entries)
         if self.deleted or not entries:
             return
         back = sorted((seq, msg, True) for seq, msg, _ in entries)
         for _, msg, _ in back:
-            self.ready_bytes += len(msg.body)
+            self.ready_bytes += msg.size
+            if msg.body is not None:
+                self.resident_bytes += msg.size
         ready = self.ready
         if not ready or back[-1][0] < ready[0][0]:
             ready.extendleft(reversed(back))
@@ -64,26 +92,51 @@ class ClassicQueue:
             merged = sorted([*back, *ready], key=_seq)
             ready.clear()
             ready.extend(merged)
-        self.unacked -= len(back)
         self.dispatch()
 
-    def settle(self, count: int = 1) -> None:
-        self.unacked -= count
-        self.acked += count
+    def settle(self, entries: list[Entry]) -> None:
+        """Delivered entries are done with (acked, or rejected without requeue)."""
+        self.unacked -= len(entries)
+        self.acked += len(entries)
+        if self.durable and not self.deleted:
+            persistent = [e for e in entries if e[1].persistent]
+            if persistent:
+                self.journal.note_settled(self, persistent)
 
-    def get(self) -> Entry | None:
+    def take(self) -> Entry | None:
+        """The next ready entry, leaving the queue (basic.get or a delivery)."""
         if not self.ready:
             return None
         entry = self.ready.popleft()
-        self.ready_bytes -= len(entry[1].body)
+        msg = entry[1]
+        self.ready_bytes -= msg.size
+        if msg.body is None:
+            msg.body = self.journal.read_body(msg)
+        else:
+            self.resident_bytes -= msg.size
+        if not self.ready:  # a body shared with another queue may have been paged by it
+            self.resident_bytes = 0
         self.delivered += 1
+        if self.durable and msg.persistent and not entry[2]:
+            self.journal.note_delivered(self, entry[0])
         return entry
 
     def purge(self) -> int:
         n = len(self.ready)
+        if self.durable:
+            persistent = [e for e in self.ready if e[1].persistent]
+            if persistent:
+                self.journal.note_settled(self, persistent)
         self.ready.clear()
-        self.ready_bytes = 0
+        self.ready_bytes = self.resident_bytes = 0
         return n
+
+    def delete(self) -> None:
+        self.deleted = True
+        if self.durable:
+            self.journal.queue_deleted(self)
+        self.ready.clear()
+        self.ready_bytes = self.resident_bytes = 0
 
     # -- consumers ------------------------------------------------------------------------------
     def add_consumer(self, consumer: Consumer) -> None:
@@ -112,10 +165,7 @@ class ClassicQueue:
                 consumer = consumers[0]
                 consumers.rotate(-1)
                 if consumer.can_take():
-                    entry = ready.popleft()
-                    self.ready_bytes -= len(entry[1].body)
-                    self.delivered += 1
-                    consumer.channel.deliver(consumer, self, entry)
+                    consumer.channel.deliver(consumer, self, self.take())
                     break
             else:
                 return
@@ -132,10 +182,7 @@ class ClassicQueue:
                 return
             consumers.remove(best)  # to the back: round-robin within a priority
             consumers.append(best)
-            entry = ready.popleft()
-            self.ready_bytes -= len(entry[1].body)
-            self.delivered += 1
-            best.channel.deliver(best, self, entry)
+            best.channel.deliver(best, self, self.take())
 
     @property
     def message_count(self) -> int:
