@@ -229,9 +229,9 @@ def test_handshake_errors_close_silently(broker: Node):
         c.send_method(commands.Connection.Open(virtual_host="/"))
 
     tuned("frame_max below 4096", frame_max=4095)
-    tuned("frame_max above the server's", frame_max=c_max_frame(broker) + 1)
+    tuned("frame_max above the server's", frame_max=server_frame_max(broker) + 1)
     tuned("frame_max 0 (unlimited)", frame_max=0)
-    tuned("channel_max above the server's", channel_max=c_max_channel(broker) + 1)
+    tuned("channel_max above the server's", channel_max=server_channel_max(broker) + 1)
     tuned("channel_max 0 (unlimited)", channel_max=0)
     for name, mech, caps in [("unknown mechanism", "NOPE", None),
                              ("bad password, no capability", "PLAIN", {})]:
@@ -249,13 +249,13 @@ def test_handshake_errors_close_silently(broker: Node):
     assert frames == {name: [] for name in cases}
 
 
-def c_max_frame(broker: Node) -> int:
+def server_frame_max(broker: Node) -> int:
     with raw(broker) as c:
         c.handshake(open_connection=False)
         return c.tune.frame_max
 
 
-def c_max_channel(broker: Node) -> int:
+def server_channel_max(broker: Node) -> int:
     with raw(broker) as c:
         c.handshake(open_connection=False)
         return c.tune.channel_max

@@ -5,6 +5,9 @@ distribution ports, data and log directories, and its own epmd port, so it never
 touches another RabbitMQ or epmd on the machine. Every process it spawns carries
 a marker in its environment; stopping the node ends exactly those processes
 (beam, epmd, port programs), by pid.
+
+RABBITMQ_SERVER overrides the path of the rabbitmq-server script; the `rabbitmq`
+fixture uses WARREN_TEST_RABBITMQ_URL instead of a private node when it is set.
 """
 
 from __future__ import annotations

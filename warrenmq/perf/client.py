@@ -30,10 +30,11 @@ FRAME_MAX_WANTED = 131072
 class AmqpError(Exception):
     """The broker closed the connection or a channel (reply_code, reply_text)."""
 
-    def __init__(self, reply_code: int, reply_text: str, scope: str = "connection") -> None:
+    def __init__(self, reply_code: int | None, reply_text: str | None,
+                 scope: str = "connection") -> None:
         super().__init__(f"{scope} closed by broker: {reply_code} {reply_text}")
-        self.reply_code = reply_code
-        self.reply_text = reply_text
+        self.reply_code = reply_code or 0
+        self.reply_text = reply_text or ""
 
 
 @dataclass(frozen=True)
@@ -293,7 +294,7 @@ class Connection:
         self._send_now(pamqp_frame.marshal(pamqp_header.ProtocolHeader(), 0))
         start = await self._expect(commands.Connection.Start)
         self.server_properties = dict(start.server_properties or {})
-        props = {
+        props: dict[str, Any] = {
             "product": PRODUCT,
             "connection_name": name,
             "capabilities": {

@@ -91,7 +91,7 @@ def run_workers(producers: list[ProducerSpec], consumers: list[ConsumerSpec],
         if broker_pid and not count_mode:
             out.broker = _sample_broker(broker_pid, t0 + warmup_s, t0 + warmup_s + duration_s)
         deadline = t0 + (3600.0 if count_mode else warmup_s + duration_s + 60.0)
-        gathered = []
+        gathered: list[dict[str, Any]] = []
         while len(gathered) < total:
             try:
                 gathered.append(results.get(timeout=max(0.1, deadline - time.monotonic())))

@@ -98,10 +98,9 @@ def _common(opts: Options, run: RunResult) -> dict[str, Any]:
 
 
 def _producer(opts: Options, exchange: str, routing_key: str, **extra: Any) -> ProducerSpec:
-    fields = dict(uri=opts.uri, exchange=exchange, routing_key=routing_key,
-                  size_bytes=opts.size_bytes, persistent=opts.persistent, rate=opts.rate)
-    fields.update(extra)
-    return ProducerSpec(**fields)
+    return ProducerSpec(uri=opts.uri, exchange=exchange, routing_key=routing_key,
+                        size_bytes=opts.size_bytes, persistent=opts.persistent,
+                        rate=opts.rate, **extra)
 
 
 def _consumer(opts: Options, queues: list[str], **extra: Any) -> ConsumerSpec:
