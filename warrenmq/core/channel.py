@@ -561,6 +561,10 @@ class Channel:
         if x.internal:
             raise AMQPError(ACCESS_REFUSED,
                             f"cannot publish to internal {self._resource('exchange', exchange)}")
+        if not conn.has_published:
+            conn.has_published = True
+            if self.node.alarms:
+                conn.block(self.node.blocked_reason())
         msg = Message(exchange, routing_key, ex_ss, rk_ss, header, body)
         if (header[12] << 8 | header[13]) & FLAG_USER_ID:
             user_id = msg.properties.user_id

@@ -89,6 +89,9 @@ class Connection:
         # so that one busy publisher cannot starve every other connection (fair reading).
         self.frame_budget = FRAMES_PER_TURN
         self.backlog = False
+        self.has_published = False
+        self.blocked = False  # by a resource alarm: the shell stops reading while True
+        self.blocked_reason = ""
 
     # -- output ---------------------------------------------------------------------------------
     def hold_output(self) -> None:
@@ -394,6 +397,24 @@ class Connection:
 
     def _update_secret(self, m) -> None:
         self.send_method(0, C.Connection.UpdateSecretOk())
+
+    def block(self, reason: str) -> None:
+        if self.state != OPENED:
+            return
+        if not self.blocked or reason != self.blocked_reason:
+            self.blocked = True
+            self.blocked_reason = reason
+            if self.capabilities.get("connection.blocked"):
+                self.send_method(0, C.Connection.Blocked(reason=reason))
+            self.node.blocked_changed(self)
+
+    def unblock(self) -> None:
+        if self.blocked:
+            self.blocked = False
+            self.blocked_reason = ""
+            if self.capabilities.get("connection.blocked") and self.state == OPENED:
+                self.send_method(0, C.Connection.Unblocked())
+            self.node.blocked_changed(self)
 
     def permitted(self, perm: str, kind: str, name: str) -> bool:
         current = self.node.meta.permissions.get((self.user, self.vhost_name))

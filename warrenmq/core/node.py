@@ -44,6 +44,7 @@ class Node:
         self.connections: dict[str, Connection] = {}
         self.dirty: list[Connection] = []
         self.confirms: list[Channel] = []
+        self.alarms: set[str] = set()  # resource alarms in force: "memory", "disk"
 
     # -- boot -------------------------------------------------------------------------------------
     def bootstrap(self) -> None:
@@ -184,6 +185,40 @@ class Node:
             "product": "WarrenMQ",
             "version": __version__,
         }
+
+    # -- resource alarms ------------------------------------------------------------------------------
+    def set_alarm(self, resource: str, active: bool) -> None:
+        """Memory or disk alarm raised or cleared: publishing connections are blocked (no
+        longer read) while any alarm is in force; consumers keep draining (RabbitMQ's rule)."""
+        if active == (resource in self.alarms):
+            return
+        if active:
+            self.alarms.add(resource)
+            log.warning("%s resource limit alarm set on node %s; publishers will be blocked",
+                        resource, self.config.nodename)
+            for conn in list(self.connections.values()):
+                if conn.has_published:
+                    conn.block(self.blocked_reason())
+        else:
+            self.alarms.discard(resource)
+            log.warning("%s resource limit alarm cleared on node %s", resource,
+                        self.config.nodename)
+            if not self.alarms:
+                for conn in list(self.connections.values()):
+                    conn.unblock()
+            else:
+                for conn in list(self.connections.values()):
+                    if conn.blocked:
+                        conn.block(self.blocked_reason())
+
+    def blocked_changed(self, conn: Connection) -> None:
+        """Hook for the shell: stop or restart reading from a connection."""
+        shell = getattr(conn, "shell", None)
+        if shell is not None:
+            shell.update_reading()
+
+    def blocked_reason(self) -> str:
+        return "low on " + " and ".join(sorted(self.alarms))
 
     def connection_opened(self, conn: Connection) -> None:
         self.connections[conn.id] = conn

@@ -46,6 +46,8 @@ class ClassicQueue:
         self.had_consumers = False
         self.prioritised = False  # some consumer has a non-zero x-priority
         self.deleted = False
+        # persistent messages of a durable queue that are out (delivered, not settled)
+        self.out_persistent: dict[int, Message] = {}
         self.ready_bytes = 0  # bodies of ready messages, resident or paged out
         self.resident_bytes = 0  # bodies of ready messages held in memory
         # counters for rates and listings
@@ -80,6 +82,9 @@ class ClassicQueue:
         self.unacked -= len(entries)
         if self.deleted or not entries:
             return
+        if self.out_persistent:
+            for e in entries:
+                self.out_persistent.pop(e[0], None)
         back = sorted((seq, msg, True) for seq, msg, _ in entries)
         for _, msg, _ in back:
             self.ready_bytes += msg.size
@@ -101,6 +106,8 @@ class ClassicQueue:
         if self.durable and not self.deleted:
             persistent = [e for e in entries if e[1].persistent]
             if persistent:
+                for e in persistent:
+                    self.out_persistent.pop(e[0], None)
                 self.journal.note_settled(self, persistent)
 
     def take(self) -> Entry | None:
@@ -117,8 +124,10 @@ class ClassicQueue:
         if not self.ready:  # a body shared with another queue may have been paged by it
             self.resident_bytes = 0
         self.delivered += 1
-        if self.durable and msg.persistent and not entry[2]:
-            self.journal.note_delivered(self, entry[0])
+        if self.durable and msg.persistent:
+            self.out_persistent[entry[0]] = msg
+            if not entry[2]:
+                self.journal.note_delivered(self, entry[0])
         return entry
 
     def purge(self) -> int:
@@ -132,9 +141,9 @@ class ClassicQueue:
         return n
 
     def delete(self) -> None:
-        self.deleted = True
         if self.durable:
             self.journal.queue_deleted(self)
+        self.deleted = True
         self.ready.clear()
         self.ready_bytes = self.resident_bytes = 0
 

@@ -66,7 +66,10 @@ class AMQPProtocol(asyncio.Protocol):
             log.exception("internal error on connection %s", conn.id)  # type: ignore
             conn.close(541, "INTERNAL_ERROR - internal error")  # type: ignore[union-attr]
         self.app.schedule_flush()
-        if conn.backlog:  # type: ignore[union-attr]
+        if conn.blocked:  # type: ignore[union-attr]
+            # a resource alarm: leave the rest buffered, read nothing until it clears
+            self.update_reading()
+        elif conn.backlog:  # type: ignore[union-attr]
             # more whole frames are buffered than one turn may handle: stop reading, let the
             # other connections have this loop turn, continue in the next one
             if not self.reading_paused:
@@ -78,7 +81,22 @@ class AMQPProtocol(asyncio.Protocol):
             if not self.transport.is_closing():  # type: ignore[union-attr]
                 self.transport.resume_reading()  # type: ignore[union-attr]
 
+    def update_reading(self) -> None:
+        """Reading stops while the connection is blocked by an alarm and restarts after."""
+        conn = self.conn
+        transport = self.transport
+        if conn is None or transport is None or transport.is_closing():
+            return
+        if conn.blocked:
+            if not self.reading_paused:
+                self.reading_paused = True
+                transport.pause_reading()
+        elif self.reading_paused:
+            self.app.loop.call_soon(self._continue)
+
     def _continue(self) -> None:
+        if self.conn is not None and self.conn.blocked:
+            return
         if self.transport is not None and not self.transport.is_closing():
             self._receive(b"")
 
@@ -132,6 +150,8 @@ class AMQPProtocol(asyncio.Protocol):
                 transport.close()
             return
         hb = conn.heartbeat
+        if conn.blocked:
+            self.last_recv = now  # not reading on purpose: the client is not silent
         if hb:
             if now - self.last_recv > 2 * hb:
                 log.warning("closing connection %s: missed heartbeats from client, timeout: %ds",
