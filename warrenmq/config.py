@@ -36,6 +36,9 @@ class Config:
     default_pass: str = "guest"
     loopback_users: tuple[str, ...] = ("guest",)
     log_level: str = "info"
+    vm_memory_high_watermark_relative: float | None = 0.4
+    vm_memory_high_watermark_absolute: int | None = None
+    disk_free_limit_absolute: int = 50 * 1000 * 1000
 
 
 class ConfigError(Exception):
@@ -69,6 +72,9 @@ _FILE_KEYS = {
     "max_message_size": ("max_message_size", int),
     "cluster_name": ("cluster_name", str),
     "log.file.level": ("log_level", str),
+    "vm_memory_high_watermark.relative": ("vm_memory_high_watermark_relative", float),
+    "vm_memory_high_watermark.absolute": ("vm_memory_high_watermark_absolute", "size"),
+    "disk_free_limit.absolute": ("disk_free_limit_absolute", "size"),
     "log.console.level": ("log_level", str),
 }
 
@@ -117,6 +123,10 @@ def parse_config_file(cfg: Config, path: Path) -> None:
                     cfg.loopback_users = tuple(sorted(users))
                 else:
                     raise ValueError(value)
+            elif kind == "size":
+                from .server.resources import parse_size
+
+                setattr(cfg, attr, parse_size(value))
             elif kind == "ms":
                 setattr(cfg, attr, int(value) / 1000.0)
             else:

@@ -17,7 +17,9 @@ from pathlib import Path
 from ..amqp.constants import CONNECTION_FORCED
 from ..config import Config
 from ..core.node import Node
+from ..store.journal import WalJournal
 from .protocol import AMQPProtocol
+from .resources import ResourceMonitor, Watermarks
 
 log = logging.getLogger("warrenmq.server")
 
@@ -28,6 +30,8 @@ class App:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.node = Node(config)
+        self.journal: WalJournal | None = None
+        self.monitor: ResourceMonitor | None = None
         self.protocols: set[AMQPProtocol] = set()
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._flush_scheduled = False
@@ -53,11 +57,18 @@ class App:
                 conn.take_output()
 
     async def _tick(self) -> None:
+        ticks = 0
         while True:
             await asyncio.sleep(TICK_S)
+            ticks += 1
             now = self.loop.time()
             for proto in list(self.protocols):
                 proto.tick(now)
+            if self.monitor is not None:
+                for resource, on in self.monitor.check().items():
+                    self.node.set_alarm(resource, on)
+            if self.journal is not None and ticks % 10 == 0:
+                self.journal.maintain()
             self.schedule_flush()
 
     # -- lifecycle ------------------------------------------------------------------------------------
@@ -66,7 +77,17 @@ class App:
         self._stopped = asyncio.Event()
         cfg = self.config
         Path(cfg.data_dir).mkdir(parents=True, exist_ok=True)
-        self.node.bootstrap()
+        started = self.loop.time()
+        self.journal = WalJournal(Path(cfg.data_dir), self.loop, wake=self.schedule_flush)
+        self.node = Node(cfg, self.journal)
+        if not self.journal.recover(self.node):
+            self.node.bootstrap()
+        self.node.remove_transient()
+        log.info("node %s: data recovered from %s in %.2fs", cfg.nodename, cfg.data_dir,
+                 self.loop.time() - started)
+        self.monitor = ResourceMonitor(Path(cfg.data_dir), Watermarks(
+            cfg.vm_memory_high_watermark_relative, cfg.vm_memory_high_watermark_absolute,
+            cfg.disk_free_limit_absolute))
         server = await self.loop.create_server(lambda: AMQPProtocol(self), cfg.bind,
                                                cfg.amqp_port, reuse_address=True, backlog=1024)
         self._servers.append(server)
@@ -97,6 +118,8 @@ class App:
                 proto.transport.abort()
         if self._ticker:
             self._ticker.cancel()
+        if self.journal is not None:
+            self.journal.close()
         for server in self._servers:
             await server.wait_closed()
         if self.config.ports_file:
