@@ -191,10 +191,11 @@ def test_a_loop_can_be_given_explicitly(tmp_path, wals):
         wal.append(1, b"from a loop that is not running yet")
         loop.run_until_complete(asyncio.wait_for(wal.wait_durable(), 10))
         wal.close()
+        reopened = wals(tmp_path / "wal", loop=loop)
+        assert [r[2] for r in reopened.open()] == [b"from a loop that is not running yet"]
+        reopened.close()
     finally:
         loop.close()
-    assert [r[2] for r in wals(tmp_path / "wal", loop=asyncio.new_event_loop()).open()] == [
-        b"from a loop that is not running yet"]
 
 
 async def test_foreign_files_in_the_directory_are_left_alone(tmp_path, wals):
