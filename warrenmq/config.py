@@ -1,5 +1,10 @@
 """Typed node settings: defaults, then the config file (RabbitMQ's `key = value`), then the
-environment (WARREN_*), then command-line flags; later sources win."""
+environment (WARREN_*), then command-line flags; later sources win.
+
+Every value is checked where it is read: an unknown key or a bad value stops start-up with
+FILE:LINE and the key, because a node that silently ignores a typo in its config is worse
+than one that refuses to start.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 def default_nodename() -> str:
@@ -39,6 +45,14 @@ class Config:
     vm_memory_high_watermark_relative: float | None = 0.4
     vm_memory_high_watermark_absolute: int | None = None
     disk_free_limit_absolute: int = 50 * 1000 * 1000
+    # None: stderr only in the foreground, <log_dir>/<nodename>.log when detached
+    log_file: Path | None = None
+    log_dir: Path | None = None
+    log_console: bool = True
+    pid_file: Path | None = None  # default <data_dir>/warren.pid
+    # the peers a fresh node tries to join (cluster_formation.classic_config.nodes.N)
+    cluster_nodes: tuple[str, ...] = ()
+    peer_discovery_backend: str = "classic_config"
 
 
 class ConfigError(Exception):
@@ -53,14 +67,65 @@ _ENV = {
     "WARREN_DATA_DIR": "data_dir",
     "WARREN_CONFIG_FILE": "config_file",
     "WARREN_NODE_IP_ADDRESS": "bind",
+    "WARREN_LOG_BASE": "log_dir",
+    "WARREN_PID_FILE": "pid_file",
 }
 
-# RabbitMQ config keys -> (attribute, parser)
-_FILE_KEYS = {
+LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency",
+              "none")
+
+
+def _fraction(value: str) -> float:
+    f = float(value)
+    if not 0 < f <= 1:
+        raise ValueError(value)
+    return f
+
+
+def _log_level(value: str) -> str:
+    if value.lower() not in LOG_LEVELS:
+        raise ValueError(value)
+    return value.lower()
+
+
+def _bool(value: str) -> bool:
+    if value.lower() not in ("true", "false"):
+        raise ValueError(value)
+    return value.lower() == "true"
+
+
+def _port(value: str) -> int:
+    port = int(value)
+    if not 0 <= port < 65536:
+        raise ValueError(value)
+    return port
+
+
+def _node_name(value: str) -> str:
+    from .cluster.names import NodeNameError, parse
+
+    try:
+        parse(value)
+    except NodeNameError:
+        raise ValueError(value) from None
+    return value
+
+
+def _discovery_backend(value: str) -> str:
+    if value not in ("classic_config", "rabbit_peer_discovery_classic_config"):
+        raise ValueError(value)
+    return "classic_config"
+
+
+def _log_file(value: str) -> Path | None:
+    return None if value == "false" else Path(value)
+
+# RabbitMQ config keys -> (attribute, parser: a callable or the name of a special case)
+_FILE_KEYS: dict[str, tuple[str, Any]] = {
     "listeners.tcp.default": ("amqp_port", "listener"),
-    "management.tcp.port": ("mgmt_port", int),
+    "management.tcp.port": ("mgmt_port", _port),
     "management.tcp.ip": ("bind", str),
-    "distribution.listener.port_range.min": ("dist_port", int),
+    "distribution.listener.port_range.min": ("dist_port", _port),
     "default_user": ("default_user", str),
     "default_pass": ("default_pass", str),
     "default_vhost": ("default_vhost", str),
@@ -70,12 +135,18 @@ _FILE_KEYS = {
     "channel_max": ("channel_max", int),
     "handshake_timeout": ("handshake_timeout_s", "ms"),
     "max_message_size": ("max_message_size", int),
+    "queue_page_bytes": ("queue_page_bytes", "size"),
     "cluster_name": ("cluster_name", str),
-    "log.file.level": ("log_level", str),
-    "vm_memory_high_watermark.relative": ("vm_memory_high_watermark_relative", float),
+    "log.file.level": ("log_level", _log_level),
+    "log.file": ("log_file", _log_file),
+    "log.dir": ("log_dir", Path),
+    "log.console": ("log_console", _bool),
+    "cluster_formation.peer_discovery_backend": ("peer_discovery_backend", _discovery_backend),
+    "cluster_formation.classic_config.nodes": ("cluster_nodes", "node_list"),
+    "vm_memory_high_watermark.relative": ("vm_memory_high_watermark_relative", _fraction),
     "vm_memory_high_watermark.absolute": ("vm_memory_high_watermark_absolute", "size"),
     "disk_free_limit.absolute": ("disk_free_limit_absolute", "size"),
-    "log.console.level": ("log_level", str),
+    "log.console.level": ("log_level", _log_level),
 }
 
 
@@ -85,7 +156,8 @@ def _coerce(cfg: Config, attr: str, value: object) -> None:
         value = str(value).lower() in ("1", "true", "yes")
     elif isinstance(current, int):
         value = int(value)  # type: ignore[arg-type]
-    elif isinstance(current, Path) or attr in ("config_file", "ports_file"):
+    elif isinstance(current, Path) or attr in ("config_file", "ports_file", "pid_file",
+                                               "log_dir", "log_file"):
         value = Path(str(value))
     setattr(cfg, attr, value)
 
@@ -103,7 +175,10 @@ def parse_config_file(cfg: Config, path: Path) -> None:
             raise ConfigError(f"{path}:{lineno}: expected 'key = value', got {raw.strip()!r}")
         key, value = (s.strip() for s in line.split("=", 1))
         loopback = key.startswith("loopback_users.")
-        spec = _FILE_KEYS.get("loopback_users" if loopback else key)
+        indexed = key.startswith("cluster_formation.classic_config.nodes.")
+        lookup = "loopback_users" if loopback else (
+            "cluster_formation.classic_config.nodes" if indexed else key)
+        spec = _FILE_KEYS.get(lookup)
         if spec is None:
             raise ConfigError(f"{path}:{lineno}: unknown key '{key}'")
         attr, kind = spec
@@ -119,7 +194,7 @@ def parse_config_file(cfg: Config, path: Path) -> None:
                 elif loopback:
                     user = key.split(".", 1)[1]
                     users = set(cfg.loopback_users)
-                    (users.add if value == "true" else users.discard)(user)
+                    (users.add if _bool(value) else users.discard)(user)
                     cfg.loopback_users = tuple(sorted(users))
                 else:
                     raise ValueError(value)
@@ -127,6 +202,10 @@ def parse_config_file(cfg: Config, path: Path) -> None:
                 from .server.resources import parse_size
 
                 setattr(cfg, attr, parse_size(value))
+            elif kind == "node_list":
+                if not indexed:
+                    raise ValueError(value)
+                cfg.cluster_nodes = (*cfg.cluster_nodes, _node_name(value))
             elif kind == "ms":
                 setattr(cfg, attr, int(value) / 1000.0)
             else:

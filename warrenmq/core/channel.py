@@ -33,6 +33,7 @@ from ..amqp.constants import (
     UNEXPECTED_FRAME,
 )
 from ..amqp.errors import AMQPError
+from ..meta.access import topic_permitted
 from .arguments import check_exchange_equivalence, check_queue_equivalence, validate_queue_args
 from .consumer import Consumer
 from .exchanges import EXCHANGE_TYPES
@@ -48,6 +49,10 @@ OPEN, CLOSING = "open", "closing"
 
 def _gen_name(prefix: str) -> str:
     return prefix + base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value
 
 
 def _fmt(value: Any) -> str:
@@ -191,6 +196,17 @@ class Channel:
                             f"access to {self._resource(kind, name)} refused for user "
                             f"'{self.conn.user}'")
 
+    def check_topic(self, perm: str, exchange: str, routing_key: str) -> None:
+        """Topic authorisation on topic exchanges (publish: write, bind: read)."""
+        x = self.conn.vhost.exchanges.get(exchange)
+        if x is None or x.type != "topic":
+            return
+        if not topic_permitted(self.node.meta, self.conn.user, self.conn.vhost_name, exchange,
+                               perm, routing_key):
+            raise AMQPError(ACCESS_REFUSED,
+                            f"access to topic '{routing_key}' in exchange '{exchange}' in vhost "
+                            f"'{self.conn.vhost_name}' refused for user '{self.conn.user}'")
+
     def _exchange(self, name: str) -> ExchangeRecord:
         x = self.conn.vhost.exchanges.get(name)
         if x is None:
@@ -257,6 +273,10 @@ class Channel:
             self.check_access("configure", "exchange", name)
             x = self.conn.vhost.exchanges.get(name)
             args = dict(m.arguments or {})
+            ae = args.get("alternate-exchange")
+            if isinstance(ae, (str, bytes)):  # access-control table: read x, write its AE
+                self.check_access("read", "exchange", name)
+                self.check_access("write", "exchange", _text(ae))
             if x is None:
                 if name.startswith("amq."):
                     raise AMQPError(ACCESS_REFUSED,
@@ -321,6 +341,10 @@ class Channel:
                                 f"queue name '{name}' contains reserved prefix 'amq.*'")
             self.check_access("configure", "queue", name)
             args = dict(m.arguments or {})
+            dlx = args.get("x-dead-letter-exchange")
+            if isinstance(dlx, (str, bytes)):  # access-control table: read q, write its DLX
+                self.check_access("read", "queue", name)
+                self.check_access("write", "exchange", _text(dlx) or "amq.default")
             q = self.node.live_queue(vhost, name)
             if q is None:
                 validate_queue_args(args, self._resource("queue", name))
@@ -350,6 +374,7 @@ class Channel:
         if add:
             self._queue(qname)
             self.check_access("read", "exchange", m.exchange)
+            self.check_topic("read", m.exchange, m.routing_key)
             problem = self._exchange(m.exchange).router.validate_binding(args)
             if problem:
                 raise AMQPError(PRECONDITION_FAILED, problem)
@@ -557,7 +582,9 @@ class Channel:
         if x is None:
             raise AMQPError(NOT_FOUND, f"no {self._resource('exchange', exchange)}")
         if not conn.permitted("write", "exchange", exchange or "amq.default"):
-            self.check_access("write", "exchange", exchange)
+            self.check_access("write", "exchange", exchange or "amq.default")
+        if x.type == "topic" and self.node.meta.topic_permissions:
+            self.check_topic("write", exchange, routing_key)
         if x.internal:
             raise AMQPError(ACCESS_REFUSED,
                             f"cannot publish to internal {self._resource('exchange', exchange)}")

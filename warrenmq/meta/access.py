@@ -14,8 +14,12 @@ import hmac
 import os
 import re
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from .records import Permission, User
+
+if TYPE_CHECKING:
+    from .machine import MetaMachine
 
 
 def hash_password(password: str, salt: bytes | None = None) -> str:
@@ -55,5 +59,25 @@ def permitted(permission: Permission | None, kind: str, name: str) -> bool:
         return False
     try:
         return _compiled(pattern).search(name) is not None
+    except re.error:
+        return False
+
+
+def topic_permitted(meta: MetaMachine, user: str, vhost: str, exchange: str, kind: str,
+                    routing_key: str) -> bool:
+    """Topic authorisation (RabbitMQ's internal backend): with no topic permission for this
+    user, vhost and exchange, everything is allowed; otherwise the routing key must match the
+    'write' (publish) or 'read' (bind) pattern, after expanding {username} and {vhost}."""
+    per_exchange = meta.topic_permissions.get((user, vhost))
+    if not per_exchange:
+        return True
+    tp = per_exchange.get(exchange)
+    if tp is None:
+        return True
+    pattern = getattr(tp, kind).replace("{username}", user).replace("{vhost}", vhost)
+    if pattern == "":
+        return False
+    try:
+        return _compiled(pattern).search(routing_key) is not None
     except re.error:
         return False

@@ -7,8 +7,8 @@ Preconditions that depend on live state (a queue's message count, its consumers)
 by the caller before proposing. A command that can no longer apply returns an `AMQPError` as
 its reply instead of raising, so every replica stays in step.
 
-Effects tell the node what to do outside the metadata: ("queue.deleted", record) and
-("exchange.deleted", record).
+Effects tell the node what to do outside the metadata: ("queue.created", record),
+("queue.deleted", record), ("exchange.deleted", record) and ("policy.changed", vhost name).
 """
 
 from __future__ import annotations
@@ -18,7 +18,16 @@ from typing import Any
 from ..amqp.constants import NOT_FOUND, PRECONDITION_FAILED
 from ..amqp.errors import AMQPError
 from ..core.exchanges.base import Dest, make_binding
-from .records import PREDECLARED, ExchangeRecord, Permission, QueueRecord, User, VHost
+from .records import (
+    PREDECLARED,
+    ExchangeRecord,
+    Permission,
+    Policy,
+    QueueRecord,
+    TopicPermission,
+    User,
+    VHost,
+)
 
 Effects = list[tuple[str, Any]]
 
@@ -28,6 +37,8 @@ class MetaMachine:
         self.users: dict[str, User] = {}
         self.vhosts: dict[str, VHost] = {}
         self.permissions: dict[tuple[str, str], Permission] = {}
+        # (user, vhost) -> exchange -> topic permission
+        self.topic_permissions: dict[tuple[str, str], dict[str, TopicPermission]] = {}
         self.applied_index = 0
 
     # -- the single entry point -------------------------------------------------------------
@@ -38,11 +49,35 @@ class MetaMachine:
         reply = handler(command, effects)
         return reply, effects
 
+    def snapshot_extra(self) -> list[dict]:
+        """Commands rebuilding what the journal's generic snapshot does not cover: hashing
+        algorithms (user.put overwrites the user.add before it), topic permissions, policies."""
+        out: list[dict] = [
+            {"op": "user.put", "name": u.name, "password_hash": u.password_hash,
+             "tags": list(u.tags), "hashing_algorithm": u.hashing_algorithm}
+            for u in self.users.values()]
+        for (user, vhost), per_exchange in self.topic_permissions.items():
+            out += [{"op": "topic_permission.set", "user": user, "vhost": vhost,
+                     "exchange": tp.exchange, "write": tp.write, "read": tp.read}
+                    for tp in per_exchange.values()]
+        for v in self.vhosts.values():
+            out += [{"op": "policy.set", "vhost": v.name, "name": p.name, "pattern": p.pattern,
+                     "definition": dict(p.definition), "priority": p.priority,
+                     "apply_to": p.apply_to} for p in v.policies.values()]
+        return out
+
     # -- users, vhosts, permissions ---------------------------------------------------------
     def _user_add(self, c: dict, fx: Effects) -> Any:
         if c["name"] in self.users:
             return AMQPError(PRECONDITION_FAILED, f"user '{c['name']}' already exists")
-        self.users[c["name"]] = User(c["name"], c["password_hash"], list(c.get("tags", [])))
+        self.users[c["name"]] = User(c["name"], c["password_hash"], list(c.get("tags", [])),
+                                     c.get("hashing_algorithm", "rabbit_password_hashing_sha256"))
+        return None
+
+    def _user_put(self, c: dict, fx: Effects) -> Any:
+        """Create or overwrite a user (definitions import does this, as RabbitMQ's does)."""
+        self.users[c["name"]] = User(c["name"], c["password_hash"], list(c.get("tags", [])),
+                                     c.get("hashing_algorithm", "rabbit_password_hashing_sha256"))
         return None
 
     def _user_delete(self, c: dict, fx: Effects) -> Any:
@@ -50,6 +85,8 @@ class MetaMachine:
             return AMQPError(NOT_FOUND, f"no user '{c['name']}'")
         for key in [k for k in self.permissions if k[0] == c["name"]]:
             del self.permissions[key]
+        for key in [k for k in self.topic_permissions if k[0] == c["name"]]:
+            del self.topic_permissions[key]
         return None
 
     def _user_set_password(self, c: dict, fx: Effects) -> Any:
@@ -57,6 +94,7 @@ class MetaMachine:
         if user is None:
             return AMQPError(NOT_FOUND, f"no user '{c['name']}'")
         user.password_hash = c["password_hash"]
+        user.hashing_algorithm = c.get("hashing_algorithm", "rabbit_password_hashing_sha256")
         return None
 
     def _user_set_tags(self, c: dict, fx: Effects) -> Any:
@@ -86,6 +124,8 @@ class MetaMachine:
             fx.append(("exchange.deleted", x))
         for key in [k for k in self.permissions if k[1] == c["name"]]:
             del self.permissions[key]
+        for key in [k for k in self.topic_permissions if k[1] == c["name"]]:
+            del self.topic_permissions[key]
         return None
 
     def _permission_set(self, c: dict, fx: Effects) -> Any:
@@ -98,6 +138,48 @@ class MetaMachine:
 
     def _permission_clear(self, c: dict, fx: Effects) -> Any:
         self.permissions.pop((c["user"], c["vhost"]), None)
+        return None
+
+    def _topic_permission_set(self, c: dict, fx: Effects) -> Any:
+        if c["user"] not in self.users:
+            return AMQPError(NOT_FOUND, f"no user '{c['user']}'")
+        if c["vhost"] not in self.vhosts:
+            return AMQPError(NOT_FOUND, f"no vhost '{c['vhost']}'")
+        per_exchange = self.topic_permissions.setdefault((c["user"], c["vhost"]), {})
+        per_exchange[c["exchange"]] = TopicPermission(c["exchange"], c["write"], c["read"])
+        return None
+
+    def _topic_permission_clear(self, c: dict, fx: Effects) -> Any:
+        """Clear one exchange's topic permission, or all of them when "exchange" is absent."""
+        key = (c["user"], c["vhost"])
+        exchange = c.get("exchange")
+        if exchange is None:
+            self.topic_permissions.pop(key, None)
+        elif key in self.topic_permissions:
+            self.topic_permissions[key].pop(exchange, None)
+            if not self.topic_permissions[key]:
+                del self.topic_permissions[key]
+        return None
+
+    # -- policies -------------------------------------------------------------------------------
+    def _policy_set(self, c: dict, fx: Effects) -> Any:
+        """Validated by the proposer (meta/policies.py); applying is a plain store."""
+        vhost = self._vhost(c)
+        if isinstance(vhost, AMQPError):
+            return vhost
+        vhost.policies[c["name"]] = Policy(c["vhost"], c["name"], c["pattern"],
+                                           dict(c["definition"]), int(c.get("priority", 0)),
+                                           c.get("apply_to", "all"))
+        fx.append(("policy.changed", vhost.name))
+        return None
+
+    def _policy_clear(self, c: dict, fx: Effects) -> Any:
+        vhost = self._vhost(c)
+        if isinstance(vhost, AMQPError):
+            return vhost
+        if vhost.policies.pop(c["name"], None) is None:
+            return AMQPError(NOT_FOUND, f"no policy '{c['name']}' in vhost '{c['vhost']}'")
+        fx.append(("policy.changed", vhost.name))
         return None
 
     # -- exchanges ----------------------------------------------------------------------------

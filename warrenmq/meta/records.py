@@ -1,4 +1,5 @@
-"""Metadata records: users, virtual hosts, exchanges, queues (the replicated state)."""
+"""Metadata records: users, virtual hosts, permissions, policies, exchanges, queues (the
+replicated state)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,23 @@ class Permission:
     configure: str
     write: str
     read: str
+
+
+@dataclass
+class TopicPermission:
+    exchange: str
+    write: str
+    read: str
+
+
+@dataclass
+class Policy:
+    vhost: str
+    name: str
+    pattern: str
+    definition: dict
+    priority: int = 0
+    apply_to: str = "all"  # "queues", "exchanges" or "all"
 
 
 @dataclass(eq=False)
@@ -54,6 +72,7 @@ class VHost:
     name: str
     description: str = ""
     tags: list[str] = field(default_factory=list)
+    policies: dict[str, Policy] = field(default_factory=dict)
     exchanges: dict[str, ExchangeRecord] = field(default_factory=dict)
     queues: dict[str, QueueRecord] = field(default_factory=dict)
     # destination -> bindings that point at it, as (source exchange name, binding)

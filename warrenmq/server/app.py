@@ -1,17 +1,20 @@
-"""The node's composition root: boot, listeners, the flush and tick loops, shutdown.
+"""The stoppable *app*: the AMQP listener, its connections, the journal and the broker state.
 
-Boot order: data directory, metadata bootstrap, AMQP listener, then the ports file (which
-tells tests and scripts the node is ready). Shutdown order: stop accepting, close every
-connection with 320 CONNECTION_FORCED, wait for them to go (with a deadline), then stop.
+The always-up runtime (runtime.py) owns the process (control listener, pid and ports files,
+signals) and starts and stops this app at boot, at shutdown and for `warrenctl stop_app` /
+`start_app` / `reset`. Every start builds the node afresh from the data directory (recovery
+from the journal, or the first-start bootstrap), so a stop/start cycle is what a restart of
+the process would be, and `reset` only has to empty the data directory in between.
+
+Start order: journal, recovery or bootstrap, resource monitor, AMQP listener, tick loop.
+Stop order: stop accepting, close every connection with 320 CONNECTION_FORCED, wait for them
+to go (with a deadline), abort the stragglers, stop the tick loop, close the journal.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
-import signal
 from pathlib import Path
 
 from ..amqp.constants import CONNECTION_FORCED
@@ -24,6 +27,7 @@ from .resources import ResourceMonitor, Watermarks
 log = logging.getLogger("warrenmq.server")
 
 TICK_S = 0.5
+CLOSE_DEADLINE_S = 3.0
 
 
 class App:
@@ -36,9 +40,11 @@ class App:
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._flush_scheduled = False
         self._servers: list[asyncio.base_events.Server] = []
-        self._stopped: asyncio.Event | None = None
         self._ticker: asyncio.Task | None = None
-        self.ports: dict[str, int] = {}
+        # the port to bind: the configured one, or (after a first start on port 0) the port
+        # bound then, so clients find a restarted app where it was
+        self.amqp_port = config.amqp_port
+        self.running = False
 
     # -- flush: one write per connection per loop turn -----------------------------------------------
     def schedule_flush(self) -> None:
@@ -72,37 +78,43 @@ class App:
             self.schedule_flush()
 
     # -- lifecycle ------------------------------------------------------------------------------------
-    async def start(self) -> None:
+    async def start(self) -> int:
+        """Recover (or bootstrap) the node and serve AMQP; returns the bound port."""
         self.loop = asyncio.get_running_loop()
-        self._stopped = asyncio.Event()
         cfg = self.config
         Path(cfg.data_dir).mkdir(parents=True, exist_ok=True)
         started = self.loop.time()
         self.journal = WalJournal(Path(cfg.data_dir), self.loop, wake=self.schedule_flush)
         self.node = Node(cfg, self.journal)
-        if not self.journal.recover(self.node):
-            self.node.bootstrap()
-        self.node.remove_transient()
-        log.info("node %s: data recovered from %s in %.2fs", cfg.nodename, cfg.data_dir,
-                 self.loop.time() - started)
-        self.monitor = ResourceMonitor(Path(cfg.data_dir), Watermarks(
-            cfg.vm_memory_high_watermark_relative, cfg.vm_memory_high_watermark_absolute,
-            cfg.disk_free_limit_absolute))
-        server = await self.loop.create_server(lambda: AMQPProtocol(self), cfg.bind,
-                                               cfg.amqp_port, reuse_address=True, backlog=1024)
-        self._servers.append(server)
-        self.ports["amqp"] = server.sockets[0].getsockname()[1]
+        try:
+            if not self.journal.recover(self.node):
+                self.node.bootstrap()
+            self.node.remove_transient()
+            log.info("node %s: data recovered from %s in %.2fs", cfg.nodename, cfg.data_dir,
+                     self.loop.time() - started)
+            self.monitor = ResourceMonitor(Path(cfg.data_dir), Watermarks(
+                cfg.vm_memory_high_watermark_relative, cfg.vm_memory_high_watermark_absolute,
+                cfg.disk_free_limit_absolute))
+            server = await self.loop.create_server(lambda: AMQPProtocol(self), cfg.bind,
+                                                   self.amqp_port, reuse_address=True,
+                                                   backlog=1024)
+        except BaseException:
+            self.journal.close()
+            self.journal = None
+            raise
+        self._servers = [server]
+        self.amqp_port = server.sockets[0].getsockname()[1]
         self._ticker = self.loop.create_task(self._tick())
+        self.running = True
         log.info("node %s: AMQP 0-9-1 listening on %s:%d", cfg.nodename, cfg.bind,
-                 self.ports["amqp"])
-        if cfg.ports_file:
-            tmp = Path(str(cfg.ports_file) + ".tmp")
-            tmp.write_text(json.dumps(self.ports))
-            os.replace(tmp, cfg.ports_file)
-        log.info("Server startup complete")
+                 self.amqp_port)
+        return self.amqp_port
 
     async def stop(self, reason: str = "shutdown") -> None:
-        log.info("node %s: stopping (%s)", self.config.nodename, reason)
+        if not self.running:
+            return
+        self.running = False
+        log.info("node %s: stopping the app (%s)", self.config.nodename, reason)
         for server in self._servers:
             server.close()
         for proto in list(self.protocols):
@@ -110,7 +122,7 @@ class App:
                 proto.conn.close(CONNECTION_FORCED, "CONNECTION_FORCED - broker forced "
                                  f"connection closure with reason '{reason}'")
         self.schedule_flush()
-        deadline = self.loop.time() + 3.0
+        deadline = self.loop.time() + CLOSE_DEADLINE_S
         while self.protocols and self.loop.time() < deadline:
             await asyncio.sleep(0.02)
         for proto in list(self.protocols):
@@ -118,21 +130,10 @@ class App:
                 proto.transport.abort()
         if self._ticker:
             self._ticker.cancel()
+            self._ticker = None
         if self.journal is not None:
             self.journal.close()
+            self.journal = None
         for server in self._servers:
             await server.wait_closed()
-        if self.config.ports_file:
-            Path(self.config.ports_file).unlink(missing_ok=True)
-        assert self._stopped is not None
-        self._stopped.set()
-        log.info("node %s: stopped", self.config.nodename)
-
-    async def run_forever(self) -> None:
-        await self.start()
-        assert self._stopped is not None
-        stopping: list[asyncio.Task] = []
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self.loop.add_signal_handler(
-                sig, lambda: stopping or stopping.append(self.loop.create_task(self.stop())))
-        await self._stopped.wait()
+        self._servers = []

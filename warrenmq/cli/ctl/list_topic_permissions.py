@@ -1,0 +1,22 @@
+"""warrenctl list_topic_permissions [-p <vhost>]: lists topic permissions in a virtual host."""
+
+from __future__ import annotations
+
+import argparse
+
+from .context import Context
+
+name = "list_topic_permissions"
+group = "Access control"
+description = "Lists topic permissions in a virtual host"
+usage = "list_topic_permissions [-p <vhost>]"
+
+
+def arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-p", "--vhost", default="/", help="virtual host (default /)")
+
+
+def run(ctx: Context, args: argparse.Namespace) -> int | None:
+    ctx.info(f'Listing topic permissions for vhost "{args.vhost}" ...')
+    ctx.table(ctx.call("list_topic_permissions", {"vhost": args.vhost}))
+    return None
