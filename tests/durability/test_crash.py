@@ -119,7 +119,7 @@ def test_unacked_deliveries_come_back_redelivered_and_transient_state_is_gone(no
     ch.basic_publish("", "scratch", b"x", PERSISTENT)
     ch.basic_qos(prefetch_count=2)
     seen = []
-    for method, _, body in ch.consume("kept"):
+    for _method, _, body in ch.consume("kept"):
         seen.append(body)
         if len(seen) == 2:
             break

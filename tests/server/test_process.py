@@ -52,7 +52,9 @@ def test_environment_sets_the_node_name_and_port(tmp_path):
     port = _free_port()
     env = {**os.environ, "WARREN_NODE_PORT": str(port), "WARREN_NODENAME": "envnode@localhost",
            "WARREN_DATA_DIR": str(tmp_path / "data")}
+    env["WARREN_COOKIE_FILE"] = str(tmp_path / "cookie")
     proc = subprocess.Popen([sys.executable, "-m", "warrenmq.cli.server", "--bind", "127.0.0.1",
+                             "--dist-port", "0",
                              "--ports-file", str(tmp_path / "ports.json")],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
@@ -91,6 +93,7 @@ def test_bad_config_stops_startup_naming_the_line(tmp_path, text, message):
     conf = tmp_path / "warren.conf"
     conf.write_text(text)
     r = subprocess.run([sys.executable, "-m", "warrenmq.cli.server", "--config-file", str(conf),
+                        "--dist-port", "0",
                         "--node-port", "0", "--data-dir", str(tmp_path / "d")],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 2
@@ -103,6 +106,7 @@ def test_port_in_use_is_a_clear_error(tmp_path):
         s.listen()
         port = s.getsockname()[1]
         r = subprocess.run([sys.executable, "-m", "warrenmq.cli.server", "--bind", "127.0.0.1",
+                            "--dist-port", "0",
                             "--node-port", str(port), "--data-dir", str(tmp_path / "d")],
                            capture_output=True, text=True, timeout=30)
     assert r.returncode == 1

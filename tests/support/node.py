@@ -40,6 +40,16 @@ class Node:
     ports: dict = field(default_factory=dict)
     user: str = "guest"
     password: str = "guest"
+    cookie_file: Path | None = None
+    name: str = ""
+
+    def ctl(self, *args: str, timeout_s: float = 60.0) -> subprocess.CompletedProcess:
+        """Run warrenctl against this node (its cookie, its cluster port)."""
+        env = {**os.environ, "WARREN_COOKIE_FILE": str(self.cookie_file)}
+        return subprocess.run(
+            [sys.executable, "-m", "warrenmq.cli.warrenctl", "-n",
+             f"{self.name}:{self.ports['dist']}", *args],
+            env=env, capture_output=True, text=True, timeout=timeout_s)
 
     def url(self, vhost: str = "/", user: str | None = None, password: str | None = None) -> str:
         return (
@@ -79,7 +89,10 @@ def start_node(tmp: Path, name: str = "warren", extra_args: list[str] | None = N
         "--ports-file", str(ports_file),
         *(extra_args or []),
     ]
-    full_env = {**os.environ, **(env or {})}
+    # every node gets a cookie of its own unless the test says otherwise: tests never read or
+    # create the cookie in the home directory
+    cookie_env = {"WARREN_COOKIE_FILE": str(tmp / f"{name}.cookie")}
+    full_env = {**cookie_env, **os.environ, **(env or {})}
     log = open(log_path, "ab")
     proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=full_env)
     log.close()
@@ -101,4 +114,6 @@ def start_node(tmp: Path, name: str = "warren", extra_args: list[str] | None = N
         node.stop(signal.SIGKILL)
         raise
     node.port = node.ports["amqp"]
+    node.cookie_file = Path(full_env["WARREN_COOKIE_FILE"])
+    node.name = f"{name}@localhost"
     return node

@@ -74,7 +74,7 @@ def test_segment_cleanup_snapshots_metadata_and_keeps_live_messages(tmp_path):
         p.send(1, C.Queue.Declare(queue="churn", durable=True))
         p.publish(1, "", "keep", b"pinned-early", properties=PERSISTENT)
         p.send(1, C.Basic.Get(queue="keep", no_ack=True))  # acked: its segment can go
-        for i in range(200):
+        for _ in range(200):
             p.publish(1, "", "churn", b"c" * 200, properties=PERSISTENT)
             p.send(1, C.Basic.Get(queue="churn", no_ack=True))
             node.flush()
@@ -95,6 +95,40 @@ def test_segment_cleanup_snapshots_metadata_and_keeps_live_messages(tmp_path):
         assert [journal.read_body(e[1]) for e in keep.ready] == [b"live"]
         assert node.live_queue("/", "churn").message_count == 0
         assert "guest" in node.meta.users
+        journal.close()
+
+    asyncio.run(scenario())
+
+
+def test_paged_transient_bodies_outlive_segment_cleanup_until_consumed(tmp_path):
+    async def scenario() -> None:
+        node, journal = _boot(tmp_path, segment_bytes_max=4096)
+        node.config.queue_page_bytes = 1000
+        p = Pipe(node)
+        p.open()
+        p.send(1, C.Channel.Open())
+        p.send(1, C.Queue.Declare(queue="a"))
+        p.send(1, C.Queue.Declare(queue="b"))
+        p.send(1, C.Exchange.Declare(exchange="fan", exchange_type="fanout"))
+        p.send(1, C.Queue.Bind(queue="a", exchange="fan"))
+        p.send(1, C.Queue.Bind(queue="b", exchange="fan"))
+        for i in range(60):
+            p.publish(1, "fan", "", b"%03d" % i + b"." * 300)
+        node.flush()
+        await _settle(journal)
+        assert len(journal.wal.segment_ids()) > 2
+        journal.maintain()  # every page is still referenced by both queues
+        got = [f.value[:3] for _, f in p.send(1, *[C.Basic.Get(queue="a", no_ack=True)] * 60)
+               if type(f).__name__ == "ContentBody"]
+        assert got == [b"%03d" % i for i in range(60)]
+        journal.maintain()  # queue b still holds every message
+        got = [f.value[:3] for _, f in p.send(1, *[C.Basic.Get(queue="b", no_ack=True)] * 60)
+               if type(f).__name__ == "ContentBody"]
+        assert got == [b"%03d" % i for i in range(60)]
+        node.flush()
+        await _settle(journal)
+        journal.maintain()  # nothing live: only the current segment remains
+        assert journal.wal.segment_ids() == [journal.wal.current_segment()]
         journal.close()
 
     asyncio.run(scenario())

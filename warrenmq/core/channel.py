@@ -611,6 +611,7 @@ class Channel:
     def _route(self, x: ExchangeRecord, msg: Message, mandatory: bool) -> None:
         queues = self.node.route(self.conn.vhost_name, x, msg)
         if queues:
+            msg.refs = len(queues)
             if msg.persistent:
                 durable = [q for q in queues if q.durable]
                 if durable:

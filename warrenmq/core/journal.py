@@ -37,6 +37,9 @@ class Journal:
     def page_out(self, msg: Message) -> None:
         """Free the body's memory; it stays readable through read_body."""
 
+    def unpin(self, msg: Message) -> None:
+        """No queue holds this paged-out message any more."""
+
     def read_body(self, msg: Message) -> bytes:
         raise LookupError("this journal keeps no bodies")
 

@@ -17,7 +17,7 @@ FLAG_USER_ID = 0x0010
 
 class Message:
     __slots__ = ("exchange", "routing_key", "exchange_ss", "routing_key_ss", "header", "body",
-                 "size", "persistent", "loc", "_properties")
+                 "size", "persistent", "loc", "refs", "pinned", "_properties")
 
     def __init__(self, exchange: str, routing_key: str, exchange_ss: bytes,
                  routing_key_ss: bytes, header: bytes, body: bytes | None,
@@ -31,6 +31,8 @@ class Message:
         self.size = len(body) if size is None else size  # type: ignore[arg-type]
         self.persistent = delivery_mode(header) == 2
         self.loc = None  # where the journal keeps this message, once it does
+        self.refs = 1  # queues still holding it (ready or unsettled)
+        self.pinned = False  # a paged-out body keeps its log segment alive until refs == 0
         self._properties = None
 
     @property

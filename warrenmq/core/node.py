@@ -20,6 +20,7 @@ from ..amqp.errors import AMQPError
 from ..config import Config
 from ..meta.access import check_password, hash_password
 from ..meta.machine import MetaMachine
+from ..meta.policies import effective_value
 from ..queues.classic import ClassicQueue
 from .journal import Journal, NullJournal
 
@@ -113,6 +114,32 @@ class Node:
 
     # -- routing ------------------------------------------------------------------------------------
     def route(self, vhost: str, x: ExchangeRecord, msg: Message) -> list[ClassicQueue]:
+        """The queues a message published to `x` goes to; when there are none, the exchange's
+        alternate exchange (argument first, then policy) gets it, following chains once."""
+        out = self._route(vhost, x, msg)
+        if out:
+            return out
+        seen = {x.name}
+        while True:
+            ae = x.arguments.get("alternate-exchange")
+            if ae is None and self.meta.vhosts[vhost].policies:
+                ae = effective_value(self.meta, vhost, "exchange", x.name, "alternate-exchange")
+            if isinstance(ae, bytes):
+                ae = ae.decode()
+            if not ae or ae in seen:
+                return []
+            seen.add(ae)
+            nx = self.meta.vhosts[vhost].exchanges.get(ae)
+            if nx is None:
+                log.warning("alternate exchange '%s' of exchange '%s' in vhost '%s' does not "
+                            "exist", ae, x.name, vhost)
+                return []
+            out = self._route(vhost, nx, msg)
+            if out:
+                return out
+            x = nx
+
+    def _route(self, vhost: str, x: ExchangeRecord, msg: Message) -> list[ClassicQueue]:
         qs = self.queues.get(vhost)
         if not qs:
             return []

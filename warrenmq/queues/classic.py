@@ -81,6 +81,8 @@ class ClassicQueue:
         """Put delivered entries back, in their original positions, marked redelivered."""
         self.unacked -= len(entries)
         if self.deleted or not entries:
+            for e in entries:
+                self._release(e[1])
             return
         if self.out_persistent:
             for e in entries:
@@ -103,6 +105,8 @@ class ClassicQueue:
         """Delivered entries are done with (acked, or rejected without requeue)."""
         self.unacked -= len(entries)
         self.acked += len(entries)
+        for e in entries:
+            self._release(e[1])
         if self.durable and not self.deleted:
             persistent = [e for e in entries if e[1].persistent]
             if persistent:
@@ -130,8 +134,15 @@ class ClassicQueue:
                 self.journal.note_delivered(self, entry[0])
         return entry
 
+    def _release(self, msg: Message) -> None:
+        msg.refs -= 1
+        if msg.refs <= 0 and msg.pinned:
+            self.journal.unpin(msg)
+
     def purge(self) -> int:
         n = len(self.ready)
+        for e in self.ready:
+            self._release(e[1])
         if self.durable:
             persistent = [e for e in self.ready if e[1].persistent]
             if persistent:
@@ -141,6 +152,8 @@ class ClassicQueue:
         return n
 
     def delete(self) -> None:
+        for e in self.ready:
+            self._release(e[1])
         if self.durable:
             self.journal.queue_deleted(self)
         self.deleted = True

@@ -62,6 +62,13 @@ class App:
             else:
                 conn.take_output()
 
+    def check_resources(self) -> None:
+        """Readings against the watermarks: raise or clear the memory and disk alarms."""
+        if self.monitor is not None:
+            for resource, on in self.monitor.check().items():
+                self.node.set_alarm(resource, on)
+            self.schedule_flush()
+
     async def _tick(self) -> None:
         ticks = 0
         while True:
@@ -70,9 +77,7 @@ class App:
             now = self.loop.time()
             for proto in list(self.protocols):
                 proto.tick(now)
-            if self.monitor is not None:
-                for resource, on in self.monitor.check().items():
-                    self.node.set_alarm(resource, on)
+            self.check_resources()
             if self.journal is not None and ticks % 10 == 0:
                 self.journal.maintain()
             self.schedule_flush()

@@ -506,3 +506,32 @@ async def _propose_nowait(rt: Runtime, command_: dict) -> None:
 
 
 __all__ = ["COMMANDS", "command", "dispatch"]
+
+
+# -- resource limits (rabbitmqctl set_vm_memory_high_watermark / set_disk_free_limit) ----------
+@command("set_vm_memory_high_watermark")
+def set_vm_memory_high_watermark(rt: Runtime, args: dict) -> dict:
+    monitor = rt.app.monitor
+    assert monitor is not None
+    if args.get("absolute") is not None:
+        monitor.marks.memory_absolute = int(args["absolute"])
+    else:
+        relative = float(args["relative"])
+        if not 0 <= relative:
+            raise CommandError(f"the watermark must be a fraction >= 0, got {relative}",
+                               EX_USAGE)
+        monitor.marks.memory_absolute = None
+        monitor.marks.memory_relative = relative
+    rt.app.check_resources()
+    return {"limit": monitor.memory_limit, "used": monitor.memory_used,
+            "alarms": sorted(_node(rt).alarms)}
+
+
+@command("set_disk_free_limit")
+def set_disk_free_limit(rt: Runtime, args: dict) -> dict:
+    monitor = rt.app.monitor
+    assert monitor is not None
+    monitor.marks.disk_free_absolute = int(args["absolute"])
+    rt.app.check_resources()
+    return {"limit": monitor.marks.disk_free_absolute, "free": monitor.disk_free,
+            "alarms": sorted(_node(rt).alarms)}

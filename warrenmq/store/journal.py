@@ -127,9 +127,19 @@ class WalJournal(Journal):
         self._settled.pop(qid, None)
 
     def page_out(self, msg: Message) -> None:
+        if msg.body is None:
+            return
         if msg.loc is None:
-            msg.loc = self.wal.append(PAGE, msg.body)  # type: ignore[arg-type]
+            msg.loc = self.wal.append(PAGE, msg.body)
+        if not msg.pinned:  # the record must outlive the queues' references to it
+            msg.pinned = True
+            self.live[msg.loc[_SEGMENT]] += 1
         msg.body = None
+
+    def unpin(self, msg: Message) -> None:
+        if msg.pinned:
+            msg.pinned = False
+            self.live[msg.loc[_SEGMENT]] -= 1
 
     def read_body(self, msg: Message) -> bytes:
         kind, payload = self.wal.read(msg.loc)
@@ -213,6 +223,12 @@ class WalJournal(Journal):
                         del entries[seq]
                         live[entry[0].loc[_SEGMENT]] -= 1
         restored = 0
+        for entries in pending.values():
+            for msg, _ in entries.values():
+                msg.refs = 0
+        for entries in pending.values():
+            for msg, _ in entries.values():
+                msg.refs += 1
         for qid, entries in pending.items():
             q = queues_by_id.get(qid)
             if q is None or q.deleted:
