@@ -166,3 +166,18 @@ def test_wrong_password_with_authentication_failure_close():
         mechanism="PLAIN", response="\0guest\0nope"))
     assert names(out) == ["Connection.Close"]
     assert out[0][1].reply_code == 403
+
+
+def test_guest_may_connect_only_from_loopback():
+    """loopback_users (default: guest): a remote peer is refused like a wrong password."""
+    p = Pipe()
+    p.conn.peer = ("192.0.2.10", 40000)  # TEST-NET-1: never a real peer
+    p.feed(PROTOCOL_HEADER)
+    out = p.send(0, C.Connection.StartOk(
+        client_properties={"capabilities": {"authentication_failure_close": True}},
+        mechanism="PLAIN", response="\0guest\0guest"))
+    assert [f.name for _, f in out] == ["Connection.Close"]
+    assert out[0][1].reply_code == 403
+    ok = Pipe(p.node, "c2")
+    ok.conn.peer = ("::1", 40000)
+    assert [f.name for _, f in ok.open()] == ["Connection.OpenOk"]
