@@ -37,7 +37,7 @@ from ..meta.access import topic_permitted
 from .arguments import check_exchange_equivalence, check_queue_equivalence, validate_queue_args
 from .consumer import Consumer
 from .exchanges import EXCHANGE_TYPES
-from .message import FLAG_USER_ID, Message
+from .message import FLAG_EXPIRATION, FLAG_USER_ID, Message
 
 if TYPE_CHECKING:
     from ..meta.records import ExchangeRecord, QueueRecord
@@ -61,6 +61,14 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _expiration_ms(value: Any) -> int:
+    """The expiration property: a string of non-negative integer milliseconds."""
+    text = value.decode() if isinstance(value, (bytes, bytearray)) else str(value)
+    if not text.isdigit():
+        raise AMQPError(PRECONDITION_FAILED, f"invalid expiration '{text}': no_integer")
+    return int(text)
+
+
 class Channel:
     def __init__(self, conn: Connection, number: int) -> None:
         self.conn = conn
@@ -81,6 +89,7 @@ class Channel:
         self.confirm_target = 0  # the highest publish seq an ack is sent or scheduled for
         self.confirm_needs_sync = False  # a publish since the last flush awaits the disk
         self.sync_waits = 0  # confirms scheduled behind the journal, not yet sent
+        self.nacks: list[int] = []  # publish seqs refused by a full queue, to nack in order
         self.confirm_pending = False
         self.tx = False
         # buffered inside a transaction: ("publish", fn) or ("settle", taken, rejected, requeue)
@@ -362,6 +371,7 @@ class Channel:
                 check_queue_equivalence(q.record, m.durable, m.exclusive, m.auto_delete, args,
                                         self._resource("queue", name))
         self.last_queue = name
+        q.last_used_ms = self.node.now_ms  # any declare, passive too, renews x-expires
         if not m.nowait:
             self.send(codec.make(C.Queue.DeclareOk, queue=name, message_count=q.message_count,
                                         consumer_count=len(q.consumers)))
@@ -444,6 +454,7 @@ class Channel:
             raise AMQPError(NOT_ALLOWED, f"attempt to reuse consumer tag '{tag}'")
         if q.consumers and (m.exclusive or any(c.exclusive for c in q.consumers)):
             raise AMQPError(ACCESS_REFUSED, f"{self._resource('queue', qname)} in exclusive use")
+        q.last_used_ms = self.node.now_ms
         consumer = Consumer(self, tag, codec.shortstr(tag), q, m.no_ack, m.exclusive,
                             self.prefetch, dict(m.arguments or {}))
         self.consumers[tag] = consumer
@@ -462,6 +473,7 @@ class Channel:
         qname = self._queue_name(m.queue)
         self.check_access("read", "queue", qname)
         q = self._queue(qname)
+        q.last_used_ms = self.node.now_ms
         entry = q.take()
         if entry is None:
             self.send(C.Basic.GetEmpty())
@@ -547,9 +559,7 @@ class Channel:
             if rejected and requeue:
                 queue.requeue(entries)
             else:
-                queue.settle(entries)
-                if rejected:
-                    self.node.discard(queue, entries, "rejected")
+                queue.settle(entries, "rejected" if rejected else None)
         self._refill(touched)
 
     def _refill(self, touched) -> None:
@@ -593,7 +603,11 @@ class Channel:
             if self.node.alarms:
                 conn.block(self.node.blocked_reason())
         msg = Message(exchange, routing_key, ex_ss, rk_ss, header, body)
-        if (header[12] << 8 | header[13]) & FLAG_USER_ID:
+        msg.published_ms = self.node.now_ms
+        flags = header[12] << 8 | header[13]
+        if flags & FLAG_EXPIRATION:
+            msg.ttl_ms = _expiration_ms(msg.properties.expiration)
+        if flags & FLAG_USER_ID:
             user_id = msg.properties.user_id
             if user_id is not None and user_id != conn.user:
                 raise AMQPError(PRECONDITION_FAILED, f"user_id property set to '{user_id}' but "
@@ -601,15 +615,28 @@ class Channel:
         if self.tx:
             self.tx_ops.append(("publish", x, msg, mandatory))
             return
-        self._route(x, msg, mandatory)
+        refused = self._route(x, msg, mandatory)
         if self.confirm:
             self.publish_seq += 1
+            if refused:
+                self.nacks.append(self.publish_seq)
             if not self.confirm_pending:
                 self.confirm_pending = True
                 self.node.confirms.append(self)
 
-    def _route(self, x: ExchangeRecord, msg: Message, mandatory: bool) -> None:
+    def _route(self, x: ExchangeRecord, msg: Message, mandatory: bool) -> bool:
+        """Route and enqueue; True when a full queue refused the message (overflow
+        reject-publish), which the publisher learns as a nack."""
         queues = self.node.route(self.conn.vhost_name, x, msg)
+        refused = False
+        if queues:
+            full = [q for q in queues if q.rejects(msg)]
+            if full:
+                refused = True
+                for q in full:
+                    if q.overflow == "reject-publish-dlx":
+                        q.on_dead(q, [msg], "maxlen")
+                queues = [q for q in queues if q not in full]
         if queues:
             msg.refs = len(queues)
             if msg.persistent:
@@ -625,6 +652,7 @@ class Channel:
                                            msg.routing_key_ss))
             conn.write_many(codec.content_frames(self.number, msg.header, msg.body,
                                                  conn.frame_max))
+        return refused
 
     def flush_confirms(self) -> None:
         """Confirm everything published so far with one (possibly multiple) ack: at once, or
@@ -650,9 +678,19 @@ class Channel:
             self._send_confirm(seq)
 
     def _send_confirm(self, seq: int) -> None:
-        self.conn.write(codec.confirm_method(self.number, True, seq,
-                                             seq - self.confirmed_seq > 1))
-        self.confirmed_seq = seq
+        """Ack everything up to seq, nacking the refused ones on the way, in order."""
+        write = self.conn.write
+        nacks = self.nacks
+        while nacks and nacks[0] <= seq:
+            refused = nacks.pop(0)
+            if refused - 1 > self.confirmed_seq:
+                write(codec.confirm_method(self.number, True, refused - 1,
+                                           refused - 1 - self.confirmed_seq > 1))
+            write(codec.confirm_method(self.number, False, refused, False))
+            self.confirmed_seq = refused
+        if seq > self.confirmed_seq:
+            write(codec.confirm_method(self.number, True, seq, seq - self.confirmed_seq > 1))
+            self.confirmed_seq = seq
 
     def handle_confirm_select(self, m: C.Confirm.Select) -> None:
         if self.tx:
@@ -674,7 +712,7 @@ class Channel:
         ops, self.tx_ops = self.tx_ops, []
         for op in ops:
             if op[0] == "publish":
-                self._route(op[1], op[2], op[3])
+                self._route(op[1], op[2], op[3])  # no confirms inside transactions
             else:
                 self._settle(op[1], op[2], op[3])
         self.send(C.Tx.CommitOk())

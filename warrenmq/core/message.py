@@ -12,12 +12,14 @@ from ..amqp.codec import decode_properties
 # Property flag bits in the first flag word of a content header (spec 4.2.6.1).
 FLAG_HEADERS = 0x2000
 FLAG_DELIVERY_MODE = 0x1000
+FLAG_EXPIRATION = 0x0100
 FLAG_USER_ID = 0x0010
 
 
 class Message:
     __slots__ = ("exchange", "routing_key", "exchange_ss", "routing_key_ss", "header", "body",
-                 "size", "persistent", "loc", "refs", "pinned", "_properties")
+                 "size", "persistent", "loc", "refs", "pinned", "published_ms", "ttl_ms",
+                 "_properties")
 
     def __init__(self, exchange: str, routing_key: str, exchange_ss: bytes,
                  routing_key_ss: bytes, header: bytes, body: bytes | None,
@@ -33,6 +35,8 @@ class Message:
         self.loc = None  # where the journal keeps this message, once it does
         self.refs = 1  # queues still holding it (ready or unsettled)
         self.pinned = False  # a paged-out body keeps its log segment alive until refs == 0
+        self.published_ms = 0.0  # wall clock, for TTL
+        self.ttl_ms: int | None = None  # the per-message TTL (expiration property)
         self._properties = None
 
     @property

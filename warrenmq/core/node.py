@@ -20,9 +20,11 @@ from ..amqp.errors import AMQPError
 from ..config import Config
 from ..meta.access import check_password, hash_password
 from ..meta.machine import MetaMachine
-from ..meta.policies import effective_value
+from ..meta.policies import effective_policy, effective_value
 from ..queues.classic import ClassicQueue
+from .dead_letter import dead_letter_copy, is_cycle
 from .journal import Journal, NullJournal
+from .queue_settings import apply_queue_settings
 
 if TYPE_CHECKING:
     from ..meta.records import ExchangeRecord
@@ -46,6 +48,8 @@ class Node:
         self.dirty: list[Connection] = []
         self.confirms: list[Channel] = []
         self.alarms: set[str] = set()  # resource alarms in force: "memory", "disk"
+        self.now_ms = 0.0  # wall-clock milliseconds, set by the shell before each input
+        self.timed: set[ClassicQueue] = set()  # queues with TTL or expiry to run
 
     # -- boot -------------------------------------------------------------------------------------
     def bootstrap(self) -> None:
@@ -78,8 +82,18 @@ class Node:
         reply, effects = self.meta.apply(command)
         for kind, record in effects:
             if kind == "queue.created":
-                self.queues.setdefault(record.vhost, {})[record.name] = ClassicQueue(
-                    record, self.journal, self.config.queue_page_bytes)
+                q = ClassicQueue(record, self.journal, self.config.queue_page_bytes)
+                q.on_dead = self.dead_letter
+                q.clock = self.clock
+                q.on_timed = self.timed.add
+                q.last_used_ms = self.now_ms
+                apply_queue_settings(q, record.arguments, self._queue_policy(q))
+                self.queues.setdefault(record.vhost, {})[record.name] = q
+            elif kind == "policy.changed":
+                for q in self.queues.get(record, {}).values():
+                    apply_queue_settings(q, q.record.arguments, self._queue_policy(q))
+                    if q.max_length is not None or q.max_length_bytes is not None:
+                        q._drop_overflow()
             elif kind == "queue.deleted":
                 q = self.queues.get(record.vhost, {}).pop(record.name, None)
                 if q is not None:
@@ -106,11 +120,63 @@ class Node:
     def remove_consumer(self, consumer: Consumer) -> None:
         q = consumer.queue
         q.remove_consumer(consumer)
+        q.last_used_ms = self.now_ms
         if q.record.auto_delete and not q.consumers and q.had_consumers and not q.deleted:
             self.delete_queue(q)
 
-    def discard(self, queue: ClassicQueue, entries: list, reason: str) -> None:
-        """Messages rejected without requeue or dropped; dead-lettering hooks in here."""
+    def clock(self) -> float:
+        return self.now_ms
+
+    def _queue_policy(self, q: ClassicQueue) -> dict:
+        if not self.meta.vhosts[q.vhost].policies:
+            return {}
+        policy = effective_policy(self.meta, q.vhost, "queue", q.name)
+        return policy.definition if policy is not None else {}
+
+    def dead_letter(self, queue: ClassicQueue, messages: list[Message], reason: str) -> None:
+        """Messages died in `queue` (rejected, expired, maxlen): to its dead-letter exchange
+        if it has one (at most once, as classic queues do), else dropped."""
+        dlx = queue.dead_letter_exchange
+        if dlx is None:
+            return
+        vhost = self.meta.vhosts.get(queue.vhost)
+        x = vhost.exchanges.get(dlx) if vhost is not None else None
+        if x is None:
+            return
+        for msg in messages:
+            if msg.body is None:
+                msg.body = self.journal.read_body(msg)
+            rk = queue.dead_letter_routing_key or msg.routing_key
+            copy = dead_letter_copy(msg, queue.name, reason, dlx, rk, self.now_ms)
+            targets = [q for q in self.route(queue.vhost, x, copy) if not is_cycle(copy, q.name)]
+            if not targets:
+                continue
+            copy.refs = len(targets)
+            if copy.persistent:
+                durable = [q for q in targets if q.durable]
+                if durable:
+                    self.journal.log_message(copy, durable)
+            for q in targets:
+                q.enqueue(copy)
+
+    def tick(self, now_ms: float) -> None:
+        """Timers of the queues: message TTL at the head, and unused queues' expiry."""
+        self.now_ms = now_ms
+        expired = []
+        for q in list(self.timed):
+            if q.deleted:
+                self.timed.discard(q)
+                continue
+            if q.has_expiring:
+                q.expire(now_ms)
+            if q.expires_ms is not None:
+                if not q.consumers and now_ms - q.last_used_ms >= q.expires_ms:
+                    expired.append(q)
+            elif not q.has_expiring:
+                self.timed.discard(q)
+        for q in expired:
+            if not q.deleted:
+                self.delete_queue(q)
 
     # -- routing ------------------------------------------------------------------------------------
     def route(self, vhost: str, x: ExchangeRecord, msg: Message) -> list[ClassicQueue]:

@@ -54,9 +54,35 @@ class ClassicQueue:
         self.published = 0
         self.delivered = 0
         self.acked = 0
+        # limits from arguments and policy (see core/queue_settings.py); None = no limit
+        self.ttl_ms: int | None = None
+        self.expires_ms: int | None = None
+        self.max_length: int | None = None
+        self.max_length_bytes: int | None = None
+        self.overflow = "drop-head"
+        self.dead_letter_exchange: str | None = None
+        self.dead_letter_routing_key: str | None = None
+        self.has_expiring = False  # a ready message may expire: the node's timer looks here
+        self.last_used_ms = 0.0
+        # (queue, messages, reason): where dead or dropped messages go (the node sets it)
+        self.on_dead = _drop
+        self.clock = _no_clock  # wall-clock milliseconds, given by the node
+        self.on_timed = _drop_timed  # the queue now has a timer to run (TTL, expiry)
 
     # -- input ----------------------------------------------------------------------------------
+    def rejects(self, message: Message) -> bool:
+        """With overflow reject-publish(-dlx), a full queue refuses new messages."""
+        if self.overflow == "drop-head":
+            return False
+        if self.max_length is not None and len(self.ready) >= self.max_length:
+            return True
+        limit = self.max_length_bytes
+        return limit is not None and self.ready_bytes + message.size > limit
+
     def enqueue(self, message: Message) -> None:
+        if not self.has_expiring and (self.ttl_ms is not None or message.ttl_ms is not None):
+            self.has_expiring = True
+            self.on_timed(self)
         self.next_seq += 1
         self.published += 1
         self.ready.append((self.next_seq, message, False))
@@ -68,6 +94,62 @@ class ClassicQueue:
                 self.resident_bytes += message.size
         if self.consumers:
             self.dispatch()
+        if self.max_length is not None or self.max_length_bytes is not None:
+            self._drop_overflow()
+
+    def _drop_overflow(self) -> None:
+        """drop-head: the oldest ready messages go (dead-lettered as maxlen) until it fits."""
+        dropped = []
+        ready = self.ready
+        while ready and ((self.max_length is not None and len(ready) > self.max_length) or
+                         (self.max_length_bytes is not None
+                          and self.ready_bytes > self.max_length_bytes)):
+            dropped.append(self._pop_ready())
+        if dropped:
+            self.discard(dropped, "maxlen")
+
+    def _pop_ready(self) -> Entry:
+        entry = self.ready.popleft()
+        msg = entry[1]
+        self.ready_bytes -= msg.size
+        if msg.body is not None:
+            self.resident_bytes -= msg.size
+        if not self.ready:
+            self.resident_bytes = 0
+        return entry
+
+    def discard(self, entries: list[Entry], reason: str) -> None:
+        """Entries leave the queue for good without a consumer: dead-lettered or dropped."""
+        if self.durable and not self.deleted:
+            persistent = [e for e in entries if e[1].persistent]
+            if persistent:
+                self.journal.note_settled(self, persistent)
+        dead = [e[1] for e in entries]
+        self.on_dead(self, dead, reason)
+        for e in entries:
+            self._release(e[1])
+
+    def expire(self, now_ms: float) -> int:
+        """Drop expired messages from the head (RabbitMQ expires at the head only)."""
+        if not self.has_expiring:
+            return 0
+        ready = self.ready
+        ttl = self.ttl_ms
+        dead = []
+        while ready:
+            msg = ready[0][1]
+            life = ttl if msg.ttl_ms is None else (msg.ttl_ms if ttl is None else
+                                                   min(ttl, msg.ttl_ms))
+            # strictly later than publication: a TTL of 0 still lets a consumer that is
+            # waiting take the message in the same turn, as in RabbitMQ
+            if life is None or msg.published_ms + life > now_ms or msg.published_ms >= now_ms:
+                break
+            dead.append(self._pop_ready())
+        if not ready:
+            self.has_expiring = self.ttl_ms is not None
+        if dead:
+            self.discard(dead, "expired")
+        return len(dead)
 
     def restore(self, entries: list[Entry]) -> None:
         """Recovery: entries (in seq order) read back from the journal."""
@@ -101,10 +183,13 @@ class ClassicQueue:
             ready.extend(merged)
         self.dispatch()
 
-    def settle(self, entries: list[Entry]) -> None:
-        """Delivered entries are done with (acked, or rejected without requeue)."""
+    def settle(self, entries: list[Entry], dead_reason: str | None = None) -> None:
+        """Delivered entries are done with: acked, or (with a reason) rejected without
+        requeue, which dead-letters them."""
         self.unacked -= len(entries)
         self.acked += len(entries)
+        if dead_reason is not None and not self.deleted:
+            self.on_dead(self, [e[1] for e in entries], dead_reason)
         for e in entries:
             self._release(e[1])
         if self.durable and not self.deleted:
@@ -116,6 +201,8 @@ class ClassicQueue:
 
     def take(self) -> Entry | None:
         """The next ready entry, leaving the queue (basic.get or a delivery)."""
+        if self.has_expiring:
+            self.expire(self.clock())
         if not self.ready:
             return None
         entry = self.ready.popleft()
@@ -187,7 +274,10 @@ class ClassicQueue:
                 consumer = consumers[0]
                 consumers.rotate(-1)
                 if consumer.can_take():
-                    consumer.channel.deliver(consumer, self, self.take())
+                    entry = self.take()
+                    if entry is None:  # everything left had expired
+                        return
+                    consumer.channel.deliver(consumer, self, entry)
                     break
             else:
                 return
@@ -204,7 +294,10 @@ class ClassicQueue:
                 return
             consumers.remove(best)  # to the back: round-robin within a priority
             consumers.append(best)
-            best.channel.deliver(best, self, self.take())
+            entry = self.take()
+            if entry is None:
+                return
+            best.channel.deliver(best, self, entry)
 
     @property
     def message_count(self) -> int:
@@ -213,3 +306,15 @@ class ClassicQueue:
 
 def _seq(entry: Entry) -> int:
     return entry[0]
+
+
+def _drop(queue: ClassicQueue, messages: list, reason: str) -> None:
+    pass
+
+
+def _drop_timed(queue: ClassicQueue) -> None:
+    pass
+
+
+def _no_clock() -> float:
+    return 0.0

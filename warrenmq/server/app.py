@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 
 from ..amqp.constants import CONNECTION_FORCED
@@ -41,6 +42,7 @@ class App:
         self._flush_scheduled = False
         self._servers: list[asyncio.base_events.Server] = []
         self._ticker: asyncio.Task | None = None
+        self._timer_task: asyncio.Task | None = None
         # the port to bind: the configured one, or (after a first start on port 0) the port
         # bound then, so clients find a restarted app where it was
         self.amqp_port = config.amqp_port
@@ -68,6 +70,14 @@ class App:
             for resource, on in self.monitor.check().items():
                 self.node.set_alarm(resource, on)
             self.schedule_flush()
+
+    async def _timers(self) -> None:
+        """Queue timers (message TTL, queue expiry) at 50 ms resolution."""
+        while True:
+            await asyncio.sleep(0.05)
+            if self.node.timed:
+                self.node.tick(time.time() * 1000.0)
+                self.schedule_flush()
 
     async def _tick(self) -> None:
         ticks = 0
@@ -110,6 +120,7 @@ class App:
         self._servers = [server]
         self.amqp_port = server.sockets[0].getsockname()[1]
         self._ticker = self.loop.create_task(self._tick())
+        self._timer_task = self.loop.create_task(self._timers())
         self.running = True
         log.info("node %s: AMQP 0-9-1 listening on %s:%d", cfg.nodename, cfg.bind,
                  self.amqp_port)
@@ -136,6 +147,9 @@ class App:
         if self._ticker:
             self._ticker.cancel()
             self._ticker = None
+        if self._timer_task:
+            self._timer_task.cancel()
+            self._timer_task = None
         if self.journal is not None:
             self.journal.close()
             self.journal = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from ..core.connection import OPENED, Connection
@@ -56,6 +57,7 @@ class AMQPProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_recv = self.app.loop.time()
+        self.app.node.now_ms = time.time() * 1000.0
         self._receive(data)
 
     def _receive(self, data: bytes) -> None:

@@ -29,7 +29,7 @@ from pamqp import decode as amqp_decode
 from pamqp import encode as amqp_encode
 
 from ..core.journal import Journal
-from ..core.message import Message
+from ..core.message import FLAG_EXPIRATION, Message
 from .files import atomic_write
 from .wal import WAL, WALError
 
@@ -92,8 +92,8 @@ class WalJournal(Journal):
             parts.append(_sstr(q.record.id.encode()))
             parts.append(_U64.pack(q.next_seq + 1))  # the seq enqueue() is about to give
         body = msg.body if msg.body is not None else self.read_body(msg)
-        parts += (msg.exchange_ss, msg.routing_key_ss, _U32.pack(len(msg.header)), msg.header,
-                  body)
+        parts += (_U64.pack(int(msg.published_ms)), msg.exchange_ss, msg.routing_key_ss,
+                  _U32.pack(len(msg.header)), msg.header, body)
         loc = self.wal.append(MSG, b"".join(parts))
         msg.loc = loc
         self.live[loc[_SEGMENT]] += len(queues)
@@ -329,6 +329,8 @@ def _decode_message(payload: bytes) -> tuple[list[tuple[str, int]], Message]:
         o += 1 + ln
         pairs.append((qid, _U64.unpack_from(payload, o)[0]))
         o += 8
+    (published_ms,) = _U64.unpack_from(payload, o)
+    o += 8
     ex_end = o + 1 + payload[o]
     ex_ss = payload[o:ex_end]
     rk_end = ex_end + 1 + payload[ex_end]
@@ -337,6 +339,11 @@ def _decode_message(payload: bytes) -> tuple[list[tuple[str, int]], Message]:
     header = payload[rk_end + 4:rk_end + 4 + hlen]
     body_size = _U64.unpack_from(header, 4)[0]
     msg = Message(ex_ss[1:].decode(), rk_ss[1:].decode(), ex_ss, rk_ss, header, None, body_size)
+    msg.published_ms = float(published_ms)
+    if msg.flags & FLAG_EXPIRATION:
+        expiration = msg.properties.expiration
+        if expiration is not None and str(expiration).isdigit():
+            msg.ttl_ms = int(expiration)
     return pairs, msg
 
 
@@ -345,6 +352,7 @@ def _message_body(payload: bytes) -> bytes:
     o = 2
     for _ in range(n):
         o += 1 + payload[o] + 8
+    o += 8  # published_ms
     o += 1 + payload[o]
     o += 1 + payload[o]
     (hlen,) = _U32.unpack_from(payload, o)

@@ -1,0 +1,48 @@
+"""A queue's limits from its arguments and its policy, combined as RabbitMQ combines them:
+for message TTL, queue expiry and the length limits the smaller value wins; for the
+dead-letter exchange, its routing key and overflow the queue argument wins over the policy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..queues.classic import ClassicQueue
+
+
+def _int(v: Any) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def _text(v: Any) -> str | None:
+    if isinstance(v, (bytes, bytearray)):
+        return v.decode()
+    return v if isinstance(v, str) else None
+
+
+def _smaller(a: int | None, b: int | None) -> int | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return min(a, b)
+
+
+def apply_queue_settings(q: ClassicQueue, args: dict, policy: dict) -> None:
+    q.ttl_ms = _smaller(_int(args.get("x-message-ttl")), _int(policy.get("message-ttl")))
+    q.expires_ms = _smaller(_int(args.get("x-expires")), _int(policy.get("expires")))
+    q.max_length = _smaller(_int(args.get("x-max-length")), _int(policy.get("max-length")))
+    q.max_length_bytes = _smaller(_int(args.get("x-max-length-bytes")),
+                                  _int(policy.get("max-length-bytes")))
+    q.overflow = _text(args.get("x-overflow")) or _text(policy.get("overflow")) or "drop-head"
+    dlx = _text(args.get("x-dead-letter-exchange"))
+    if dlx is None:
+        dlx = _text(policy.get("dead-letter-exchange"))
+    q.dead_letter_exchange = dlx
+    dlrk = _text(args.get("x-dead-letter-routing-key"))
+    if dlrk is None:
+        dlrk = _text(policy.get("dead-letter-routing-key"))
+    q.dead_letter_routing_key = dlrk
+    if q.ttl_ms is not None:
+        q.has_expiring = True
+    if q.ttl_ms is not None or q.expires_ms is not None:
+        q.on_timed(q)
