@@ -113,3 +113,33 @@ def test_x_death_matches_rabbitmq(differential):
 
 def test_ttl_expiry_order_matches_rabbitmq(differential):
     differential(ttl_order_scenario)
+
+
+def priority_scenario(url: str) -> list:
+    """Delivery order of a priority queue, with requeues, against RabbitMQ."""
+    names = Names()
+    conn = pika_connection(url)
+    ch = conn.channel()
+    ch.confirm_delivery()
+    q = names["prio"]
+    try:
+        ch.queue_declare(q, arguments={"x-max-priority": 3})
+        for i, prio in enumerate([0, 3, 1, None, 7, 2, 3, 1]):
+            ch.basic_publish("", q, f"m{i}".encode(), pika.BasicProperties(priority=prio))
+        first = [ch.basic_get(q)[0] for _ in range(3)]
+        ch.basic_nack(first[2].delivery_tag, requeue=True)
+        ch.basic_nack(first[0].delivery_tag, requeue=True)
+        order = []
+        while True:
+            method, props, body = ch.basic_get(q, auto_ack=True)
+            if method is None:
+                break
+            order.append([body.decode(), props.priority, method.redelivered])
+        return order
+    finally:
+        ch.queue_delete(q)
+        conn.close()
+
+
+def test_priority_order_matches_rabbitmq(differential):
+    differential(priority_scenario)

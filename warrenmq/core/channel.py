@@ -37,7 +37,7 @@ from ..meta.access import topic_permitted
 from .arguments import check_exchange_equivalence, check_queue_equivalence, validate_queue_args
 from .consumer import Consumer
 from .exchanges import EXCHANGE_TYPES
-from .message import FLAG_EXPIRATION, FLAG_USER_ID, Message
+from .message import FLAG_EXPIRATION, FLAG_HEADERS, FLAG_USER_ID, Message, sender_selected
 
 if TYPE_CHECKING:
     from ..meta.records import ExchangeRecord, QueueRecord
@@ -45,6 +45,10 @@ if TYPE_CHECKING:
     from .connection import Connection
 
 OPEN, CLOSING = "open", "closing"
+REPLY_TO = "amq.rabbitmq.reply-to"
+REPLY_PREFIX = REPLY_TO + "."
+_REPLY_TO_SS = bytes((len(REPLY_TO),)) + REPLY_TO.encode()
+FLAG_REPLY_TO = 0x0200
 
 
 def _gen_name(prefix: str) -> str:
@@ -95,6 +99,8 @@ class Channel:
         # buffered inside a transaction: ("publish", fn) or ("settle", taken, rejected, requeue)
         self.tx_ops: list[tuple] = []
         self.last_queue = ""
+        self.reply_tag: str | None = None  # the direct reply-to consumer, if any
+        self.reply_key: str | None = None
         self.flow_active = True
         # content being assembled: the publish method waiting for its header and body
         self._publish: tuple | None = None
@@ -340,6 +346,11 @@ class Channel:
     def handle_queue_declare(self, m: C.Queue.Declare) -> None:
         name = m.queue
         vhost = self.conn.vhost_name
+        if m.passive and name == REPLY_TO:  # the pseudo-queue exists for every channel
+            if not m.nowait:
+                self.send(codec.make(C.Queue.DeclareOk, queue=name, message_count=0,
+                                     consumer_count=0))
+            return
         if m.passive:
             q = self._queue(name)  # a passive declare does not expand "" to the last queue
         else:
@@ -446,6 +457,9 @@ class Channel:
         self.send(C.Basic.QosOk())
 
     def handle_basic_consume(self, m: C.Basic.Consume) -> None:
+        if m.queue == REPLY_TO:
+            self._consume_replies(m)
+            return
         qname = self._queue_name(m.queue)
         self.check_access("read", "queue", qname)
         q = self._queue(qname)
@@ -462,7 +476,55 @@ class Channel:
             self.send(codec.make(C.Basic.ConsumeOk, consumer_tag=tag))
         q.add_consumer(consumer)
 
+    # -- direct reply-to (amq.rabbitmq.reply-to): RPC replies with no reply queue ----------------
+    def _consume_replies(self, m: C.Basic.Consume) -> None:
+        if not m.no_ack:
+            raise AMQPError(PRECONDITION_FAILED, "reply consumer cannot acknowledge")
+        if self.reply_tag is not None:
+            raise AMQPError(PRECONDITION_FAILED, "reply consumer already set")
+        tag = m.consumer_tag or _gen_name("amq.ctag-")
+        if tag in self.consumers:
+            raise AMQPError(NOT_ALLOWED, f"attempt to reuse consumer tag '{tag}'")
+        self.reply_tag = tag
+        self.reply_key = base64.urlsafe_b64encode(os.urandom(18)).decode()
+        self.node.reply_channels[self.reply_key] = self
+        if not m.nowait:
+            self.send(codec.make(C.Basic.ConsumeOk, consumer_tag=tag))
+
+    def _stop_replies(self) -> None:
+        if self.reply_key is not None:
+            self.node.reply_channels.pop(self.reply_key, None)
+        self.reply_tag = self.reply_key = None
+
+    def deliver_reply(self, msg: Message) -> None:
+        """A reply published to amq.rabbitmq.reply-to.KEY: straight to the consumer, no
+        queue, no acknowledgement."""
+        self.next_delivery_tag += 1
+        conn = self.conn
+        conn.write(codec.deliver_method(self.number, codec.shortstr(self.reply_tag or ""),
+                                        self.next_delivery_tag, False, msg.exchange_ss,
+                                        msg.routing_key_ss))
+        conn.write_many(codec.content_frames(self.number, msg.header, msg.body, conn.frame_max))
+
+    def _reply_to_rewritten(self, msg: Message) -> Message:
+        """reply_to = amq.rabbitmq.reply-to becomes this channel's own reply address."""
+        props = msg.properties
+        if props.reply_to != REPLY_TO:
+            return msg
+        if self.reply_key is None:
+            raise AMQPError(PRECONDITION_FAILED, "fast reply consumer does not exist")
+        props.reply_to = f"{REPLY_TO}.{self.reply_key}"
+        copy = Message(msg.exchange, msg.routing_key, msg.exchange_ss, msg.routing_key_ss,
+                       codec.encode_header_payload(msg.size, props), msg.body, msg.size)
+        copy.published_ms, copy.ttl_ms = msg.published_ms, msg.ttl_ms
+        return copy
+
     def handle_basic_cancel(self, m: C.Basic.Cancel) -> None:
+        if m.consumer_tag is not None and m.consumer_tag == self.reply_tag:
+            self._stop_replies()
+            if not m.nowait:
+                self.send(codec.make(C.Basic.CancelOk, consumer_tag=m.consumer_tag))
+            return
         consumer = self.consumers.pop(m.consumer_tag, None)
         if not m.nowait:
             self.send(codec.make(C.Basic.CancelOk, consumer_tag=m.consumer_tag))
@@ -602,11 +664,14 @@ class Channel:
             conn.has_published = True
             if self.node.alarms:
                 conn.block(self.node.blocked_reason())
+        self.node.msgs_published += 1
         msg = Message(exchange, routing_key, ex_ss, rk_ss, header, body)
         msg.published_ms = self.node.now_ms
         flags = header[12] << 8 | header[13]
         if flags & FLAG_EXPIRATION:
             msg.ttl_ms = _expiration_ms(msg.properties.expiration)
+        if flags & FLAG_REPLY_TO and _REPLY_TO_SS in header:
+            msg = self._reply_to_rewritten(msg)
         if flags & FLAG_USER_ID:
             user_id = msg.properties.user_id
             if user_id is not None and user_id != conn.user:
@@ -627,7 +692,15 @@ class Channel:
     def _route(self, x: ExchangeRecord, msg: Message, mandatory: bool) -> bool:
         """Route and enqueue; True when a full queue refused the message (overflow
         reject-publish), which the publisher learns as a nack."""
-        queues = self.node.route(self.conn.vhost_name, x, msg)
+        if x.name == "" and msg.routing_key.startswith(REPLY_PREFIX):
+            ch = self.node.reply_channels.get(msg.routing_key[len(REPLY_PREFIX):])
+            if ch is not None and ch.state is OPEN:
+                ch.deliver_reply(msg)
+                return False
+        extra_keys = None
+        if msg.flags & FLAG_HEADERS and (b"\x02CC" in msg.header or b"\x03BCC" in msg.header):
+            msg, extra_keys = sender_selected(msg)
+        queues = self.node.route(self.conn.vhost_name, x, msg, extra_keys)
         refused = False
         if queues:
             full = [q for q in queues if q.rejects(msg)]
@@ -734,6 +807,7 @@ class Channel:
         """The channel is gone: cancel its consumers and requeue what it had not settled."""
         self.state = CLOSING
         self.deliverable = False
+        self._stop_replies()
         consumers = list(self.consumers.values())
         self.consumers.clear()
         for consumer in consumers:

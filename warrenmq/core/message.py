@@ -56,6 +56,24 @@ class Message:
 
 
 
+def message_priority(header: bytes) -> int:
+    """The priority property of a raw content header (0 when absent), found like
+    delivery_mode: it follows content-type, content-encoding, headers, delivery-mode."""
+    flags = (header[12] << 8) | header[13]
+    if not flags & 0x0800 or flags & 0x0001:
+        return 0
+    offset = 14
+    if flags & 0x8000:
+        offset += 1 + header[offset]
+    if flags & 0x4000:
+        offset += 1 + header[offset]
+    if flags & FLAG_HEADERS:
+        offset += 4 + int.from_bytes(header[offset:offset + 4], "big")
+    if flags & FLAG_DELIVERY_MODE:
+        offset += 1
+    return header[offset] if offset < len(header) else 0
+
+
 def delivery_mode(header: bytes) -> int:
     """The delivery-mode property of a raw content header payload, found without decoding
     the others: it follows content-type, content-encoding and headers (spec 4.2.6.1)."""
@@ -72,3 +90,25 @@ def delivery_mode(header: bytes) -> int:
     if flags & FLAG_HEADERS:
         offset += 4 + int.from_bytes(header[offset:offset + 4], "big")
     return header[offset] if offset < len(header) else 0
+
+
+def sender_selected(msg: Message) -> tuple[Message, list[str]]:
+    """Sender-selected distribution: the CC and BCC headers add routing keys; BCC is removed
+    from the message the queues get (RabbitMQ's rule)."""
+    headers = msg.headers() or {}
+    keys: list[str] = []
+    for name in ("CC", "BCC"):
+        value = headers.get(name)
+        if isinstance(value, list):
+            keys += [v.decode() if isinstance(v, (bytes, bytearray)) else str(v) for v in value]
+    if "BCC" not in headers:
+        return msg, keys
+    from ..amqp.codec import encode_header_payload
+
+    props = msg.properties
+    props.headers = {k: v for k, v in headers.items() if k != "BCC"}
+    copy = Message(msg.exchange, msg.routing_key, msg.exchange_ss, msg.routing_key_ss,
+                   encode_header_payload(msg.size, props), msg.body, msg.size)
+    copy.published_ms = msg.published_ms
+    copy.ttl_ms = msg.ttl_ms
+    return copy, keys

@@ -50,6 +50,8 @@ class Node:
         self.alarms: set[str] = set()  # resource alarms in force: "memory", "disk"
         self.now_ms = 0.0  # wall-clock milliseconds, set by the shell before each input
         self.timed: set[ClassicQueue] = set()  # queues with TTL or expiry to run
+        self.reply_channels: dict[str, Channel] = {}  # direct reply-to key -> channel
+        self.msgs_published = 0  # basic.publish accepted (management's publish rate)
 
     # -- boot -------------------------------------------------------------------------------------
     def bootstrap(self) -> None:
@@ -179,10 +181,16 @@ class Node:
                 self.delete_queue(q)
 
     # -- routing ------------------------------------------------------------------------------------
-    def route(self, vhost: str, x: ExchangeRecord, msg: Message) -> list[ClassicQueue]:
-        """The queues a message published to `x` goes to; when there are none, the exchange's
-        alternate exchange (argument first, then policy) gets it, following chains once."""
-        out = self._route(vhost, x, msg)
+    def route(self, vhost: str, x: ExchangeRecord, msg: Message,
+              extra_keys: list[str] | None = None) -> list[ClassicQueue]:
+        """The queues a message published to `x` goes to (with sender-selected CC/BCC keys,
+        the union over every key); when there are none, the exchange's alternate exchange
+        (argument first, then policy) gets it, following chains once."""
+        out = self._route(vhost, x, msg, msg.routing_key)
+        for key in extra_keys or ():
+            out += self._route(vhost, x, msg, key)
+        if extra_keys:
+            out = list(dict.fromkeys(out))
         if out:
             return out
         seen = {x.name}
@@ -200,19 +208,20 @@ class Node:
                 log.warning("alternate exchange '%s' of exchange '%s' in vhost '%s' does not "
                             "exist", ae, x.name, vhost)
                 return []
-            out = self._route(vhost, nx, msg)
+            out = self._route(vhost, nx, msg, msg.routing_key)
             if out:
                 return out
             x = nx
 
-    def _route(self, vhost: str, x: ExchangeRecord, msg: Message) -> list[ClassicQueue]:
+    def _route(self, vhost: str, x: ExchangeRecord, msg: Message,
+               routing_key: str) -> list[ClassicQueue]:
         qs = self.queues.get(vhost)
         if not qs:
             return []
         if x.name == "":
-            q = qs.get(msg.routing_key)
+            q = qs.get(routing_key)
             return [q] if q is not None else []
-        dests = x.router.route(msg.routing_key, msg.headers)
+        dests = x.router.route(routing_key, msg.headers)
         if not dests:
             return []
         out: list[ClassicQueue] = []
@@ -235,7 +244,7 @@ class Node:
                 nx = exchanges.get(name)
                 if nx is None:
                     continue
-                for d in nx.router.route(msg.routing_key, msg.headers):
+                for d in nx.router.route(routing_key, msg.headers):
                     if d.kind == "queue":
                         q = qs.get(d.name)
                         if q is not None:

@@ -42,6 +42,9 @@ def apply_queue_settings(q: ClassicQueue, args: dict, policy: dict) -> None:
     if dlrk is None:
         dlrk = _text(policy.get("dead-letter-routing-key"))
     q.dead_letter_routing_key = dlrk
+    max_priority = _int(args.get("x-max-priority"))
+    if max_priority:
+        q.set_max_priority(max_priority)
     if q.ttl_ms is not None:
         q.has_expiring = True
     if q.ttl_ms is not None or q.expires_ms is not None:

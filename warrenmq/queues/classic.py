@@ -17,6 +17,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from ..core.journal import Journal, NullJournal
+from .priority import PriorityReady
 
 if TYPE_CHECKING:
     from ..core.consumer import Consumer
@@ -39,12 +40,14 @@ class ClassicQueue:
         self.durable = record.durable
         self.journal = journal or NullJournal()
         self.page_bytes = page_bytes
-        self.ready: deque[Entry] = deque()
+        self.ready: deque[Entry] | PriorityReady = deque()
         self.consumers: deque[Consumer] = deque()
         self.unacked = 0
         self.next_seq = 0
         self.had_consumers = False
         self.prioritised = False  # some consumer has a non-zero x-priority
+        self.single_active = bool(record.arguments.get("x-single-active-consumer"))
+        self.sac_order: list[Consumer] = []  # consumers in the order they came
         self.deleted = False
         # persistent messages of a durable queue that are out (delivered, not settled)
         self.out_persistent: dict[int, Message] = {}
@@ -175,7 +178,8 @@ class ClassicQueue:
             if msg.body is not None:
                 self.resident_bytes += msg.size
         ready = self.ready
-        if not ready or back[-1][0] < ready[0][0]:
+        if not ready or (not getattr(ready, "always_merge", False)
+                         and back[-1][0] < ready[0][0]):
             ready.extendleft(reversed(back))
         else:
             merged = sorted([*back, *ready], key=_seq)
@@ -248,7 +252,20 @@ class ClassicQueue:
         self.ready_bytes = self.resident_bytes = 0
 
     # -- consumers ------------------------------------------------------------------------------
+    def set_max_priority(self, max_priority: int) -> None:
+        """Declared with x-max-priority: ready messages are ordered by priority first."""
+        if max_priority > 0 and not isinstance(self.ready, PriorityReady):
+            old = list(self.ready)
+            self.ready = PriorityReady(max_priority)
+            self.ready.extend(old)
+
+    @property
+    def active_consumer(self) -> Consumer | None:
+        """With x-single-active-consumer: the one consumer that gets messages (the oldest)."""
+        return self.sac_order[0] if self.single_active and self.sac_order else None
+
     def add_consumer(self, consumer: Consumer) -> None:
+        self.sac_order.append(consumer)
         self.consumers.append(consumer)
         self.had_consumers = True
         if consumer.priority:
@@ -258,12 +275,18 @@ class ClassicQueue:
     def remove_consumer(self, consumer: Consumer) -> None:
         try:
             self.consumers.remove(consumer)
+            self.sac_order.remove(consumer)
         except ValueError:
             pass
+        if self.single_active and self.sac_order:
+            self.dispatch()  # the next consumer in line takes over
 
     def dispatch(self) -> None:
         """Deliver ready messages to consumers that can take them, round-robin (among the
         consumers of the highest priority that can take one, when priorities are in use)."""
+        if self.single_active:
+            self._dispatch_single()
+            return
         if self.prioritised:
             self._dispatch_by_priority()
             return
@@ -281,6 +304,14 @@ class ClassicQueue:
                     break
             else:
                 return
+
+    def _dispatch_single(self) -> None:
+        active = self.active_consumer
+        while active is not None and self.ready and active.can_take():
+            entry = self.take()
+            if entry is None:
+                return
+            active.channel.deliver(active, self, entry)
 
     def _dispatch_by_priority(self) -> None:
         ready = self.ready
