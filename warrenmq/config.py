@@ -36,6 +36,7 @@ class Config:
     heartbeat: int = 60
     handshake_timeout_s: float = 10.0
     max_message_size: int = 134217728
+    consumer_timeout_ms: int = 1_800_000  # delivery acknowledgement timeout, as RabbitMQ's
     queue_page_bytes: int = 64 * 1024 * 1024  # ready bodies a queue keeps in memory
     default_vhost: str = "/"
     default_user: str = "guest"
@@ -135,6 +136,7 @@ _FILE_KEYS: dict[str, tuple[str, Any]] = {
     "channel_max": ("channel_max", int),
     "handshake_timeout": ("handshake_timeout_s", "ms"),
     "max_message_size": ("max_message_size", int),
+    "consumer_timeout": ("consumer_timeout_ms", int),
     "queue_page_bytes": ("queue_page_bytes", "size"),
     "cluster_name": ("cluster_name", str),
     "log.file.level": ("log_level", _log_level),

@@ -12,8 +12,10 @@ connection.close depending on the reply code (HARD_ERRORS), as RabbitMQ does.
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import uuid
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +45,8 @@ if TYPE_CHECKING:
     from ..meta.records import ExchangeRecord, QueueRecord
     from ..queues.classic import ClassicQueue
     from .connection import Connection
+
+log = logging.getLogger("warrenmq.channel")
 
 OPEN, CLOSING = "open", "closing"
 REPLY_TO = "amq.rabbitmq.reply-to"
@@ -99,6 +103,9 @@ class Channel:
         # buffered inside a transaction: ("publish", fn) or ("settle", taken, rejected, requeue)
         self.tx_ops: list[tuple] = []
         self.last_queue = ""
+        # (delivery_tag, ms): every tag up to it had gone out by then; for ack timeouts
+        self.checkpoints: deque[tuple[int, float]] = deque()
+        self.timed_out_tags: set[int] = set()  # acks for these are ignored, not errors
         self.reply_tag: str | None = None  # the direct reply-to consumer, if any
         self.reply_key: str | None = None
         self.flow_active = True
@@ -598,6 +605,9 @@ class Channel:
         return taken
 
     def handle_ack(self, tag: int, multiple: bool) -> None:
+        if self.timed_out_tags and not multiple and tag in self.timed_out_tags:
+            self.timed_out_tags.discard(tag)
+            return
         taken = self._take(tag, multiple)
         if self.tx:
             self.tx_ops.append(("settle", taken, False, False))
@@ -605,6 +615,9 @@ class Channel:
             self._settle(taken, False, False)
 
     def handle_nack(self, tag: int, multiple: bool, requeue: bool) -> None:
+        if self.timed_out_tags and not multiple and tag in self.timed_out_tags:
+            self.timed_out_tags.discard(tag)
+            return
         taken = self._take(tag, multiple)
         if self.tx:
             self.tx_ops.append(("settle", taken, True, requeue))
@@ -632,6 +645,35 @@ class Channel:
         for q in queues:
             if q.consumers and not q.deleted:
                 q.dispatch()
+
+    def check_ack_timeout(self, now_ms: float) -> None:
+        checkpoints = self.checkpoints
+        tag = self.next_delivery_tag
+        if not checkpoints or checkpoints[-1][0] != tag:
+            checkpoints.append((tag, now_ms))
+        oldest = next(iter(self.unacked))
+        while len(checkpoints) > 1 and checkpoints[0][0] < oldest:
+            checkpoints.popleft()
+        if checkpoints[0][0] < oldest:
+            return
+        sent_by = checkpoints[0][1]
+        queue, _entry, consumer = self.unacked[oldest]
+        timeout = queue.consumer_timeout_ms or self.node.config.consumer_timeout_ms
+        if not timeout or now_ms - sent_by <= timeout or consumer is None:
+            return
+        log.warning("consumer '%s' on channel %d of connection %s did not acknowledge a "
+                    "delivery within %d ms: cancelling it and requeueing its deliveries",
+                    consumer.tag, self.number, self.conn.id, timeout)
+        self.consumers.pop(consumer.tag, None)
+        self.node.remove_consumer(consumer)
+        if self.conn.capabilities.get("consumer_cancel_notify"):
+            self.send(codec.make(C.Basic.Cancel, consumer_tag=consumer.tag, nowait=True))
+        mine = [(t, v) for t, v in self.unacked.items() if v[2] is consumer]
+        for t, _ in mine:
+            del self.unacked[t]
+            self.timed_out_tags.add(t)
+        self.unacked_count -= len(mine)
+        self._settle(mine, True, True)
 
     def handle_basic_recover(self, m) -> None:
         if not m.requeue:

@@ -161,6 +161,16 @@ class Node:
             for q in targets:
                 q.enqueue(copy)
 
+    def check_consumer_timeouts(self, now_ms: float) -> None:
+        """Deliveries unacknowledged past the consumer timeout: that consumer is cancelled
+        (with a notification) and its deliveries requeued; the channel stays open (the
+        behaviour RabbitMQ 4.3 adopted, rather than closing the channel)."""
+        self.now_ms = now_ms
+        for conn in list(self.connections.values()):
+            for ch in list(conn.channels.values()):
+                if ch.unacked:
+                    ch.check_ack_timeout(now_ms)
+
     def tick(self, now_ms: float) -> None:
         """Timers of the queues: message TTL at the head, and unused queues' expiry."""
         self.now_ms = now_ms

@@ -42,6 +42,8 @@ def apply_queue_settings(q: ClassicQueue, args: dict, policy: dict) -> None:
     if dlrk is None:
         dlrk = _text(policy.get("dead-letter-routing-key"))
     q.dead_letter_routing_key = dlrk
+    q.consumer_timeout_ms = _smaller(_int(args.get("x-consumer-timeout")),
+                                     _int(policy.get("consumer-timeout")))
     max_priority = _int(args.get("x-max-priority"))
     if max_priority:
         q.set_max_priority(max_priority)

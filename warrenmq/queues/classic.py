@@ -66,6 +66,7 @@ class ClassicQueue:
         self.dead_letter_exchange: str | None = None
         self.dead_letter_routing_key: str | None = None
         self.has_expiring = False  # a ready message may expire: the node's timer looks here
+        self.consumer_timeout_ms: int | None = None  # overrides the node's consumer_timeout
         self.last_used_ms = 0.0
         # (queue, messages, reason): where dead or dropped messages go (the node sets it)
         self.on_dead = _drop

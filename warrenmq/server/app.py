@@ -47,6 +47,9 @@ class App:
         # bound then, so clients find a restarted app where it was
         self.amqp_port = config.amqp_port
         self.running = False
+        # False only for throwaway nodes (warrenmq.embedded in memory): the log is written
+        # but never fsynced, so confirms are fast and nothing survives a crash
+        self.journal_sync = True
 
     # -- flush: one write per connection per loop turn -----------------------------------------------
     def schedule_flush(self) -> None:
@@ -88,6 +91,7 @@ class App:
             for proto in list(self.protocols):
                 proto.tick(now)
             self.check_resources()
+            self.node.check_consumer_timeouts(time.time() * 1000.0)
             if self.journal is not None and ticks % 10 == 0:
                 self.journal.maintain()
             self.schedule_flush()
@@ -99,7 +103,8 @@ class App:
         cfg = self.config
         Path(cfg.data_dir).mkdir(parents=True, exist_ok=True)
         started = self.loop.time()
-        self.journal = WalJournal(Path(cfg.data_dir), self.loop, wake=self.schedule_flush)
+        self.journal = WalJournal(Path(cfg.data_dir), self.loop, wake=self.schedule_flush,
+                                  sync=self.journal_sync)
         self.node = Node(cfg, self.journal)
         try:
             if not self.journal.recover(self.node):
