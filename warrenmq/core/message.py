@@ -55,12 +55,15 @@ class Message:
         return self.properties.headers
 
 
+FLAG_PRIORITY = 0x0800
 
-def message_priority(header: bytes) -> int:
-    """The priority property of a raw content header (0 when absent), found like
-    delivery_mode: it follows content-type, content-encoding, headers, delivery-mode."""
+
+def _octet_property(header: bytes, flag: int) -> int:
+    """An octet property (delivery-mode or priority) of a raw content header payload, found
+    without decoding the others: only content-type, content-encoding, headers and
+    delivery-mode can come before them (spec 4.2.6.1). 0 when absent."""
     flags = (header[12] << 8) | header[13]
-    if not flags & 0x0800 or flags & 0x0001:
+    if not flags & flag or flags & 0x0001:  # absent, or a continuation flag word
         return 0
     offset = 14
     if flags & 0x8000:
@@ -69,27 +72,17 @@ def message_priority(header: bytes) -> int:
         offset += 1 + header[offset]
     if flags & FLAG_HEADERS:
         offset += 4 + int.from_bytes(header[offset:offset + 4], "big")
-    if flags & FLAG_DELIVERY_MODE:
+    if flag == FLAG_PRIORITY and flags & FLAG_DELIVERY_MODE:
         offset += 1
     return header[offset] if offset < len(header) else 0
 
 
 def delivery_mode(header: bytes) -> int:
-    """The delivery-mode property of a raw content header payload, found without decoding
-    the others: it follows content-type, content-encoding and headers (spec 4.2.6.1)."""
-    flags = (header[12] << 8) | header[13]
-    if not flags & FLAG_DELIVERY_MODE:
-        return 0
-    offset = 14
-    if flags & 0x0001:  # a continuation flag word
-        return 0
-    if flags & 0x8000:
-        offset += 1 + header[offset]
-    if flags & 0x4000:
-        offset += 1 + header[offset]
-    if flags & FLAG_HEADERS:
-        offset += 4 + int.from_bytes(header[offset:offset + 4], "big")
-    return header[offset] if offset < len(header) else 0
+    return _octet_property(header, FLAG_DELIVERY_MODE)
+
+
+def message_priority(header: bytes) -> int:
+    return _octet_property(header, FLAG_PRIORITY)
 
 
 def sender_selected(msg: Message) -> tuple[Message, list[str]]:
