@@ -547,32 +547,30 @@ class Channel:
         if entry is None:
             self.send(C.Basic.GetEmpty())
             return
-        self.next_delivery_tag += 1
-        tag = self.next_delivery_tag
-        if m.no_ack:
-            q.unacked += 1
-            q.settle([entry])
-        else:
-            self.unacked[tag] = (q, entry, None)
-            self.unacked_count += 1
-            q.unacked += 1
+        tag = self._track(q, entry, None, m.no_ack)
         msg = entry[1]
         conn = self.conn
         conn.write(codec.get_ok_method(self.number, tag, entry[2], msg.exchange_ss,
                                        msg.routing_key_ss, len(q.ready)))
         conn.write_many(codec.content_frames(self.number, msg.header, msg.body, conn.frame_max))
 
-    def deliver(self, consumer: Consumer, queue: ClassicQueue, entry: tuple) -> None:
+    def _track(self, queue: ClassicQueue, entry: tuple, consumer: Consumer | None,
+               no_ack: bool) -> int:
+        """A new delivery tag; the delivery awaits its ack unless no_ack settled it now."""
         self.next_delivery_tag += 1
         tag = self.next_delivery_tag
-        if consumer.no_ack:
-            queue.unacked += 1
+        queue.unacked += 1
+        if no_ack:
             queue.settle([entry])
         else:
             self.unacked[tag] = (queue, entry, consumer)
-            consumer.unacked += 1
             self.unacked_count += 1
-            queue.unacked += 1
+            if consumer is not None:
+                consumer.unacked += 1
+        return tag
+
+    def deliver(self, consumer: Consumer, queue: ClassicQueue, entry: tuple) -> None:
+        tag = self._track(queue, entry, consumer, consumer.no_ack)
         msg = entry[1]
         conn = self.conn
         conn.write(codec.deliver_method(self.number, consumer.tag_ss, tag, entry[2],
