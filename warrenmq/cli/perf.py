@@ -2,6 +2,8 @@
 
     warren-perf --uri amqp://guest:guest@127.0.0.1:5672/ throughput --duration 10
     warren-perf --uri ... idle-connections --connections 1000 --broker-pid PID --json
+    warren-perf --uri ... confirm --persistent --messages 1000000 --queue deep
+    warren-perf --uri ... drain --queue deep --prefetch 100
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ SCENARIOS: dict[str, tuple[Callable[[scenarios.Options], dict[str, Any]], str]] 
                    "producer -> queue -> consumer (prefetch, multiple acks)"),
     "latency": (scenarios.scenario_latency,
                 "fixed publish rate; end-to-end latency percentiles"),
+    "drain": (scenarios.scenario_drain,
+              "one consumer empties an existing queue (--queue): drain rate"),
     "fanout": (scenarios.scenario_fanout,
                "one producer -> fanout exchange -> N queues, one consumer each"),
     "idle-connections": (idle.scenario_idle_connections,
@@ -54,26 +58,40 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_flow_options(p: argparse.ArgumentParser, name: str) -> None:
-    p.add_argument("--duration", "-z", dest="duration_s", type=float, default=10.0,
-                   help="measurement window in seconds, after the warm-up (default 10)")
-    p.add_argument("--warmup", dest="warmup_s", type=float, default=2.0,
-                   help="warm-up seconds not counted (default 2)")
-    p.add_argument("--size", "-s", dest="size_bytes", type=int, default=1024,
-                   help="message body size in bytes (default 1024)")
-    p.add_argument("--rate", "-r", type=float, default=1000.0 if name == "latency" else 0.0,
-                   help="publish rate per producer in msg/s, 0 = unlimited")
-    p.add_argument("--producers", "-x", type=int, default=1)
-    p.add_argument("--persistent", action="store_true",
-                   help="delivery_mode 2 messages and durable queues")
-    p.add_argument("--durable", action="store_true", help="durable queues")
-    p.add_argument("--queue-type", choices=("classic", "quorum"), default="classic")
+    if name != "drain":
+        p.add_argument("--duration", "-z", dest="duration_s", type=float, default=10.0,
+                       help="measurement window in seconds, after the warm-up (default 10)")
+        p.add_argument("--warmup", dest="warmup_s", type=float, default=2.0,
+                       help="warm-up seconds not counted (default 2)")
+        p.add_argument("--size", "-s", dest="size_bytes", type=int, default=1024,
+                       help="message body size in bytes (default 1024)")
+        p.add_argument("--rate", "-r", type=float,
+                       default=1000.0 if name == "latency" else 0.0,
+                       help="publish rate per producer in msg/s, 0 = unlimited")
+        p.add_argument("--producers", "-x", type=int, default=1)
+        p.add_argument("--persistent", action="store_true",
+                       help="delivery_mode 2 messages and durable queues")
+        p.add_argument("--durable", action="store_true", help="durable queues")
+        p.add_argument("--queue-type", choices=("classic", "quorum"), default="classic")
+    if name != "fanout":
+        p.add_argument("--queue", "-u", default="", required=name == "drain",
+                       help="use this queue: declared if missing, never deleted"
+                            if name != "drain" else "the queue to empty")
     if name in ("publish", "confirm"):
         p.add_argument("--messages", "-C", type=int, default=0,
                        help="publish this many messages in total instead of for --duration")
+        p.add_argument("--max-duration", dest="max_duration_s", type=float, default=0.0,
+                       help="with --messages: stop after this many seconds even if not all "
+                            "were sent (0 = no limit)")
+    if name == "drain":
+        p.add_argument("--messages", "-C", type=int, default=0,
+                       help="take at most this many (default: the depth at the start)")
+        p.add_argument("--stall", dest="stall_s", type=float, default=60.0,
+                       help="fail when nothing arrives for this many seconds (default 60)")
     if name == "confirm":
         p.add_argument("--confirm", "-c", type=int, default=100,
                        help="outstanding publisher confirms allowed (default 100)")
-    if name in ("throughput", "latency", "fanout"):
+    if name in ("throughput", "latency", "fanout", "drain"):
         p.add_argument("--prefetch", "-q", type=int, default=100)
         p.add_argument("--multi-ack-every", "-A", type=int, default=10,
                        help="ack with multiple=true every N deliveries (1 = ack each)")

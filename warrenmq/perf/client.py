@@ -85,6 +85,7 @@ class Channel:
         self._expect_header = False
         self._body_left = 0
         self._body_parts: list[bytes] = []
+        self._get_ok: commands.Basic.GetOk | None = None  # a Get whose content is arriving
 
     # --- RPCs -------------------------------------------------------------------------
     async def rpc(self, method: Any) -> Any:
@@ -134,6 +135,17 @@ class Channel:
         ok = await self.rpc(commands.Basic.Consume(queue=queue, no_ack=no_ack))
         return ok.consumer_tag
 
+    async def basic_get(self, queue: str,
+                        no_ack: bool = False) -> tuple[commands.Basic.GetOk, bytes] | None:
+        """One message from the queue with its body, or None when the queue is empty."""
+        self.want_body = True
+        reply = await self.rpc(commands.Basic.Get(queue=queue, no_ack=no_ack))
+        return None if isinstance(reply, commands.Basic.GetEmpty) else reply
+
+    def basic_reject(self, delivery_tag: int, requeue: bool = True) -> None:
+        self.conn.send(pamqp_frame.marshal(
+            commands.Basic.Reject(delivery_tag=delivery_tag, requeue=requeue), self.number))
+
     async def basic_cancel(self, consumer_tag: str) -> None:
         await self.rpc(commands.Basic.Cancel(consumer_tag=consumer_tag))
 
@@ -157,6 +169,8 @@ class Channel:
         if isinstance(method, commands.Basic.Return | commands.Basic.GetOk):
             self._content_tag = None
             self._expect_header = True
+            # basic_get's reply is the GetOk with its body: it resolves once the body is in.
+            self._get_ok = method if isinstance(method, commands.Basic.GetOk) else None
             return
         if isinstance(method, commands.Basic.Cancel):
             return  # consumer cancelled by the broker (queue deleted): nothing more arrives
@@ -164,6 +178,11 @@ class Channel:
             self._rpc.set_result(method)
 
     def _content_done(self, body: bytes) -> None:
+        if self._get_ok is not None:
+            get_ok, self._get_ok = self._get_ok, None
+            if self._rpc is not None and not self._rpc.done():
+                self._rpc.set_result((get_ok, body))
+            return
         tag = self._content_tag
         self._content_tag = None
         if tag is not None and self.on_deliver is not None:

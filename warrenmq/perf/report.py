@@ -24,6 +24,9 @@ def render(result: dict[str, Any]) -> str:
     params = result["params"]
     if result["scenario"] == "idle-connections":
         lines.append(f"params     connections={params['connections']} hold={params['hold_s']}s")
+    elif result["scenario"] == "drain":
+        lines.append(f"params     queue={params['queue']} prefetch={params['prefetch']} "
+                     f"multi_ack_every={params['multi_ack_every']}")
     else:
         lines.append(
             f"params     duration={params['duration_s']}s warmup={params['warmup_s']}s "

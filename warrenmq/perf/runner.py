@@ -4,7 +4,8 @@ Why processes: one Python process can parse or build only so many frames per sec
 and the number measured must be the broker's limit. Every worker connects first, then
 waits on a barrier; the parent then fixes the start time (a little in the future) and
 releases them. While they run, the parent samples the broker's CPU time and RSS (when
-its pid is known) at the window's boundaries.
+its pid is known) at the window's boundaries; in count mode, where the run ends when the
+workers are done, from the start until the last worker reports.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing as mp
 import queue as queue_mod
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -90,17 +92,25 @@ def run_workers(producers: list[ProducerSpec], consumers: list[ConsumerSpec],
         go.set()
         if broker_pid and not count_mode:
             out.broker = _sample_broker(broker_pid, t0 + warmup_s, t0 + warmup_s + duration_s)
-        deadline = t0 + (3600.0 if count_mode else warmup_s + duration_s + 60.0)
+        sampling: _Sampling | None = None
+        if broker_pid and count_mode:
+            sampling = _Sampling(broker_pid)
+        limit_s = warmup_s + duration_s + 60.0
+        deadline = t0 + (min(limit_s, 3600.0) if count_mode else limit_s)
         gathered: list[dict[str, Any]] = []
-        while len(gathered) < total:
-            try:
-                gathered.append(results.get(timeout=max(0.1, deadline - time.monotonic())))
-            except queue_mod.Empty:
-                raise TimeoutError("workers did not report in time") from None
-            if "error" in gathered[-1]:
-                raise RuntimeError(
-                    f"{gathered[-1]['role']} failed: {gathered[-1]['error']}\n"
-                    f"{gathered[-1].get('traceback', '')}")
+        try:
+            while len(gathered) < total:
+                try:
+                    gathered.append(results.get(timeout=max(0.1, deadline - time.monotonic())))
+                except queue_mod.Empty:
+                    raise TimeoutError("workers did not report in time") from None
+                if "error" in gathered[-1]:
+                    raise RuntimeError(
+                        f"{gathered[-1]['role']} failed: {gathered[-1]['error']}\n"
+                        f"{gathered[-1].get('traceback', '')}")
+        finally:
+            if sampling is not None:
+                out.broker = sampling.stop()
         for result in gathered:
             (out.producers if result["role"] == "producer" else out.consumers).append(result)
         return out
@@ -128,3 +138,33 @@ def _sample_broker(pid: int, window_start: float, window_end: float) -> dict[str
     if cpu_start is not None and cpu_end is not None:
         sample["cpu_pct"] = round(100.0 * (cpu_end - cpu_start) / (window_end - window_start), 1)
     return sample
+
+
+class _Sampling:
+    """Count mode: the broker's peak RSS and CPU use from now until stopped, sampled every
+    0.2 s by a thread while the parent waits for its workers."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.start = time.monotonic()
+        self.rss_peak_kib = stats.rss_kib(pid) or 0
+        self.cpu_start = stats.cpu_seconds(pid)
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._done.wait(0.2):
+            self.rss_peak_kib = max(self.rss_peak_kib, stats.rss_kib(self.pid) or 0)
+
+    def stop(self) -> dict[str, Any]:
+        self._done.set()
+        self._thread.join(5.0)
+        end = time.monotonic()
+        rss = stats.rss_kib(self.pid)
+        self.rss_peak_kib = max(self.rss_peak_kib, rss or 0)
+        sample: dict[str, Any] = {"rss_peak_kib": self.rss_peak_kib, "rss_end_kib": rss}
+        cpu_end = stats.cpu_seconds(self.pid)
+        if self.cpu_start is not None and cpu_end is not None and end > self.start:
+            sample["cpu_pct"] = round(100.0 * (cpu_end - self.cpu_start) / (end - self.start), 1)
+        return sample

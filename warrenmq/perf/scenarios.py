@@ -1,8 +1,11 @@
 """The scenarios: what each one declares, which workers it runs and what it reports.
 
 Every scenario declares uniquely named entities before the run and deletes them after,
-even when the run fails. Rates are messages per second over the measurement window
-(after the warm-up), summed over workers.
+even when the run fails; except a queue named with `--queue`, which is used as it is when
+it exists, declared when it does not, and always left in place (to fill a queue with one
+run and drain it with another, across a broker restart for instance). Rates are messages
+per second over the measurement window (after the warm-up), summed over workers; in count
+mode (`--messages`, `drain`) over the whole run.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from . import stats
-from .client import AmqpUri, Connection
+from .client import AmqpError, AmqpUri, Connection
 from .runner import RunResult, run_workers
 from .workers import ConsumerSpec, ProducerSpec
 
@@ -43,6 +46,9 @@ class Options:
     connections: int = 1000  # idle-connections
     hold_s: float = 5.0  # idle-connections: how long to hold them open
     broker_pid: int | None = None
+    queue: str = ""  # use (and keep) this queue instead of a fresh one
+    stall_s: float = 60.0  # drain: fail when nothing arrives for this long
+    max_duration_s: float = 0.0  # publish/confirm --messages: stop early after this long
 
 
 def unique(kind: str) -> str:
@@ -94,6 +100,8 @@ def _common(opts: Options, run: RunResult) -> dict[str, Any]:
     if run.broker:
         out["broker_cpu_pct"] = run.broker.get("cpu_pct")
         out["broker_rss_peak_kib"] = run.broker.get("rss_peak_kib")
+        if "rss_end_kib" in run.broker:
+            out["broker_rss_end_kib"] = run.broker["rss_end_kib"]
     return out
 
 
@@ -109,6 +117,9 @@ def _consumer(opts: Options, queues: list[str], **extra: Any) -> ConsumerSpec:
 
 
 def _with_queue(opts: Options, body: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
+    if opts.queue:
+        _use_named_queue(opts)
+        return body(opts.queue)
     queue = unique("q")
 
     async def declare(ch: Any) -> None:
@@ -124,7 +135,40 @@ def _with_queue(opts: Options, body: Callable[[str], dict[str, Any]]) -> dict[st
         admin(opts, delete)
 
 
+def _use_named_queue(opts: Options, create: bool = True) -> int:
+    """The depth of the `--queue` queue, declaring it first when it does not exist."""
+
+    async def declare(ch: Any) -> int:
+        ok = await ch.queue_declare(opts.queue, durable=_durable(opts),
+                                    arguments=_queue_args(opts))
+        return ok.message_count
+
+    async def passive(ch: Any) -> int | None:
+        try:
+            ok = await ch.queue_declare(opts.queue, passive=True)
+        except AmqpError as exc:
+            if exc.reply_code == 404:  # NOT_FOUND: the queue does not exist yet
+                return None
+            raise
+        return ok.message_count
+
+    depth = admin(opts, passive)
+    if depth is None and not create:
+        raise ValueError(f"no queue {opts.queue!r} in vhost {AmqpUri.parse(opts.uri).vhost!r}")
+    return admin(opts, declare) if depth is None else depth
+
+
+def _depth(opts: Options, queue: str) -> int:
+    async def depth(ch: Any) -> int:
+        ok = await ch.queue_declare(queue, passive=True)
+        return ok.message_count
+
+    return admin(opts, depth)
+
+
 def _publish_like(opts: Options, confirm_window: int) -> dict[str, Any]:
+    if opts.messages < 0 or opts.max_duration_s < 0:
+        raise ValueError("--messages and --max-duration must be >= 0")
     count_mode = opts.messages > 0
 
     def body(queue: str) -> dict[str, Any]:
@@ -133,9 +177,10 @@ def _publish_like(opts: Options, confirm_window: int) -> dict[str, Any]:
                         for i in range(opts.producers)] if count_mode else [0] * opts.producers
         specs = [_producer(opts, "", queue, messages=n, confirm_window=confirm_window)
                  for n in per_producer]
-        # Count mode: no warm-up, and a window that never closes before the last message.
+        # Count mode: no warm-up, and a window that closes at the last message (or at
+        # --max-duration, to time-box a fill that may take very long).
         run = run_workers(specs, [], 0.0 if count_mode else opts.warmup_s,
-                          1e9 if count_mode else opts.duration_s,
+                          (opts.max_duration_s or 1e9) if count_mode else opts.duration_s,
                           opts.broker_pid, count_mode=count_mode)
         out = _common(opts, run)
         if count_mode:
@@ -153,17 +198,13 @@ def _publish_like(opts: Options, confirm_window: int) -> dict[str, Any]:
             out["nacked"] = sum(r["nacked"] for r in run.producers)
             out["unconfirmed"] = sum(r["unconfirmed"] for r in run.producers)
             if count_mode:
-                out["confirm_rate"] = out["publish_rate"]
+                elapsed = out["elapsed_s"]
+                out["confirm_rate"] = round(out["confirmed"] / elapsed, 1) if elapsed else None
             else:
                 out["confirm_rate"] = round(sum(
                     r["confirmed_window"] / r["window_s"] for r in run.producers), 1)
             out["confirm_latency_ms"] = stats.percentiles(lat)
-
-        async def depth(ch: Any) -> int:
-            ok = await ch.queue_declare(queue, passive=True)
-            return ok.message_count
-
-        out["queue_depth_at_end"] = admin(opts, depth)
+        out["queue_depth_at_end"] = _depth(opts, queue)
         return out
 
     return _with_queue(opts, body)
@@ -202,6 +243,26 @@ def scenario_latency(opts: Options) -> dict[str, Any]:
         opts.rate = 1000.0
     opts.size_bytes = max(opts.size_bytes, 8)
     return _producer_consumer(opts, latency=True)
+
+
+def scenario_drain(opts: Options) -> dict[str, Any]:
+    """One consumer empties the `--queue` queue (or takes `--messages` from it)."""
+    if not opts.queue:
+        raise ValueError("drain needs --queue NAME: the queue to empty")
+    if opts.messages < 0 or opts.stall_s <= 0 or opts.prefetch < 0:
+        raise ValueError("--messages and --prefetch must be >= 0, --stall > 0")
+    depth = _use_named_queue(opts, create=False)
+    wanted = min(opts.messages, depth) if opts.messages else depth
+    if wanted == 0:
+        raise ValueError(f"queue {opts.queue!r} is empty: nothing to drain")
+    consumer = _consumer(opts, [opts.queue], messages=wanted, stall_s=opts.stall_s)
+    run = run_workers([], [consumer], 0.0, 1e9, opts.broker_pid, count_mode=True)
+    out = _common(opts, run)
+    elapsed = run.consumers[0]["elapsed_s"]
+    out.update(messages=run.consumers[0]["received"], elapsed_s=round(elapsed, 3),
+               consume_rate=round(wanted / elapsed, 1) if elapsed > 0 else None,
+               queue_depth_at_start=depth, queue_depth_at_end=_depth(opts, opts.queue))
+    return out
 
 
 def scenario_fanout(opts: Options) -> dict[str, Any]:

@@ -3,7 +3,9 @@
 A worker connects, declares nothing (the scenario did), reports ready on a barrier,
 waits for the shared start time and then works until the end of the window. Counts are
 sampled at the end of the warm-up and at the end of the window, so rates cover exactly
-`duration_s` of steady state. Clocks are CLOCK_MONOTONIC, shared by all processes of the
+`duration_s` of steady state. In count mode (`messages` set) a worker instead stops after
+that many messages: a producer once they are sent (and confirmed), a consumer once it has
+received and acknowledged them (draining a queue). Clocks are CLOCK_MONOTONIC, shared by all processes of the
 machine, so a timestamp written by a producer can be read by a consumer.
 """
 
@@ -53,6 +55,8 @@ class ConsumerSpec:
     multi_ack_every: int = 10  # 1 = ack every message; N = one multiple ack per N
     no_ack: bool = False
     latency: bool = False
+    messages: int = 0  # count mode: stop once this many are received and acked (one queue)
+    stall_s: float = 60.0  # count mode: give up when nothing arrives for this long
 
 
 class _Sampler:
@@ -85,6 +89,15 @@ async def _sleep_until(deadline: float) -> None:
     # Event-loop timers may fire up to a millisecond early (uvloop rounds to ms).
     while (delay := deadline - time.monotonic()) > 0:
         await asyncio.sleep(delay + 0.0005)
+
+
+async def _wait_until(waiting: Any, deadline: float) -> None:
+    """Await, but not past the window's end: a broker that blocks its publishers (memory
+    alarm, credit flow) must not keep a timed run from ending."""
+    try:
+        await asyncio.wait_for(waiting, max(0.0, deadline - time.monotonic()))
+    except TimeoutError:
+        pass
 
 
 async def produce(spec: ProducerSpec, window_of: Any) -> dict[str, Any]:
@@ -138,7 +151,7 @@ async def produce(spec: ProducerSpec, window_of: Any) -> dict[str, Any]:
             sampler.sample(now, sent)
             confirm_sampler.sample(now, state["confirmed"])
             if spec.messages:
-                if sent >= spec.messages:
+                if sent >= spec.messages or now >= window.end:
                     break
             elif now >= window.end:
                 break
@@ -153,7 +166,7 @@ async def produce(spec: ProducerSpec, window_of: Any) -> dict[str, Any]:
                 n = min(n, spec.confirm_window - len(outstanding))
                 if n <= 0:
                     room.clear()
-                    await room.wait()
+                    await _wait_until(room.wait(), window.end)
                     continue
                 now_ns = time.monotonic_ns()
                 for i in range(1, n + 1):
@@ -168,7 +181,7 @@ async def produce(spec: ProducerSpec, window_of: Any) -> dict[str, Any]:
             if conn.writable:
                 await asyncio.sleep(0)
             else:
-                await conn.wait_writable()
+                await _wait_until(conn.wait_writable(), window.end)
         finished = time.monotonic()
         if spec.confirm_window:
             deadline = time.monotonic() + 30.0
@@ -193,6 +206,8 @@ async def produce(spec: ProducerSpec, window_of: Any) -> dict[str, Any]:
 
 
 async def consume(spec: ConsumerSpec, window_of: Any) -> dict[str, Any]:
+    if spec.messages:
+        return await _consume_count(spec, window_of)
     conns: list[Connection] = []
     try:
         received = 0
@@ -221,6 +236,55 @@ async def consume(spec: ConsumerSpec, window_of: Any) -> dict[str, Any]:
     finally:
         for conn in conns:
             await conn.close()
+
+
+async def _consume_count(spec: ConsumerSpec, window_of: Any) -> dict[str, Any]:
+    """Drain: receive `spec.messages` from one queue, acking as usual, then ack the rest."""
+    conn = await Connection.open(spec.uri, name="warren-perf drain")
+    try:
+        ch = await conn.channel()
+        await ch.basic_qos(spec.prefetch)
+        done = asyncio.Event()
+        state = {"received": 0, "last_ns": 0}
+        every = max(1, min(spec.multi_ack_every, spec.prefetch or spec.multi_ack_every))
+        last_acked = 0
+        target = spec.messages
+
+        def on_deliver(delivery_tag: int, body: bytes) -> None:
+            nonlocal last_acked
+            state["received"] += 1
+            if not spec.no_ack and (state["received"] >= target
+                                    or delivery_tag - last_acked >= every):
+                ch.ack(delivery_tag, every > 1)
+                last_acked = delivery_tag
+            if state["received"] >= target:
+                state["last_ns"] = time.monotonic_ns()
+                done.set()
+
+        window: Window = await window_of()
+        await _sleep_until(window.start)
+        cpu_start, started = time.process_time(), time.monotonic()
+        await ch.basic_consume(spec.queues[0], on_deliver, no_ack=spec.no_ack)
+        seen = -1
+        # A deadline on progress, not on the whole drain: a deep queue may take minutes.
+        while not done.is_set():
+            if conn.error:
+                raise conn.error
+            if state["received"] == seen:
+                raise TimeoutError(f"drain stalled: nothing for {spec.stall_s:g} s after "
+                                   f"{seen} of {target} messages")
+            seen = state["received"]
+            try:
+                await asyncio.wait_for(done.wait(), spec.stall_s)
+            except TimeoutError:
+                continue
+        elapsed = state["last_ns"] / 1e9 - started
+        cpu_pct = round(100.0 * (time.process_time() - cpu_start) / elapsed, 1) if elapsed else None
+        return {"role": "consumer", "received": state["received"], "window_count":
+                state["received"], "window_s": elapsed, "elapsed_s": elapsed,
+                "cpu_pct": cpu_pct, "queues": 1, "latency_us": []}
+    finally:
+        await conn.close()
 
 
 def _received(conns: list[Connection]) -> int:

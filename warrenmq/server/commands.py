@@ -35,6 +35,7 @@ from ..cluster.control import (
 )
 from ..meta import definitions, policies
 from ..meta.access import check_password
+from ..mgmt.plugins import PluginsError
 from . import listing
 
 if TYPE_CHECKING:
@@ -535,3 +536,23 @@ def set_disk_free_limit(rt: Runtime, args: dict) -> dict:
     rt.app.check_resources()
     return {"limit": monitor.marks.disk_free_absolute, "free": monitor.disk_free,
             "alarms": sorted(_node(rt).alarms)}
+
+
+# -- plugins (warren-plugins): the listeners start and stop at once, and the choice persists ----
+@command("plugins_list", needs_app=False)
+def plugins_list(rt: Runtime, args: dict) -> dict:
+    try:
+        return rt.plugins.describe()
+    except PluginsError as e:
+        raise CommandError(str(e)) from None
+
+
+@command("plugins_change", needs_app=False)
+async def plugins_change(rt: Runtime, args: dict) -> dict:
+    try:
+        return await rt.plugins.change(str(args["action"]), list(args["plugins"]))
+    except PluginsError as e:
+        raise CommandError(str(e)) from None
+    except OSError as e:
+        raise CommandError(f"the plugin is enabled but could not start: {e}",
+                           EX_SOFTWARE) from None

@@ -24,6 +24,8 @@ from typing import Any
 
 from ..cluster.control import ControlServer
 from ..config import Config
+from ..mgmt import plugins
+from ..mgmt.host import PluginHost
 from .app import App
 
 log = logging.getLogger("warrenmq.server")
@@ -42,6 +44,7 @@ class Runtime:
         self._stopping: asyncio.Task | None = None
         self.on_ready: Callable[[], None] | None = None
         self.log_files: list[Path] = []  # set by the CLI that configured logging
+        self.plugins = PluginHost(self)  # management and Prometheus listeners (part of the app)
 
     @property
     def pid_file(self) -> Path:
@@ -62,7 +65,10 @@ class Runtime:
                  self.ports["dist"])
         try:
             self.ports["amqp"] = await self.app.start()
+            await self.plugins.sync()
         except BaseException:
+            await self.plugins.stop()
+            await self.app.stop()
             await self.control.close()
             raise
         self._write_pid_file()
@@ -73,6 +79,7 @@ class Runtime:
 
     async def stop(self, reason: str = "shutdown") -> None:
         log.info("node %s: stopping (%s)", self.config.nodename, reason)
+        await self.plugins.stop()
         await self.app.stop(reason)
         if self.control is not None:
             await self.control.close()
@@ -97,12 +104,14 @@ class Runtime:
 
     # -- the app, under warrenctl's control -----------------------------------------------------------
     async def stop_app(self) -> None:
+        await self.plugins.stop()
         await self.app.stop("shutdown")
 
     async def start_app(self) -> None:
         if self.app.running:
             return
         self.ports["amqp"] = await self.app.start()
+        await self.plugins.sync()
         self._write_ports_file()
 
     def reset(self) -> None:
@@ -110,7 +119,7 @@ class Runtime:
         directory and bootstraps, as on a first start."""
         assert not self.app.running
         data_dir = Path(self.config.data_dir)
-        keep = {self.pid_file.resolve()}
+        keep = {self.pid_file.resolve(), plugins.path_in(data_dir).resolve()}
         if self.config.ports_file:
             keep.add(Path(self.config.ports_file).resolve())
         if data_dir.is_dir():
