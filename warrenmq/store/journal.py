@@ -148,6 +148,9 @@ class WalJournal(Journal):
         return _message_body(payload)
 
     def after_sync(self, callback: Callable[[], None]) -> None:
+        # what is batched for the end of the turn is part of "everything logged so far"
+        self.flush()
+
         def done(error: WALError | None) -> None:
             if error is not None:
                 # nothing that waits for the disk is confirmed once the log has failed
