@@ -210,7 +210,8 @@ def recovery_lines(broker: Broker, sizes_before: dict[Path, int]) -> list[str]:
         with open(path, "rb") as log:
             log.seek(sizes_before.get(path, 0))
             text = log.read().decode(errors="replace")
-        lines += [line.strip()[:240] for line in text.splitlines() if "recover" in line.lower()]
+        lines += [sanitize(line.strip(), broker)[:240] for line in text.splitlines()
+                  if "recover" in line.lower()]
     return lines[-8:]
 
 
@@ -239,6 +240,7 @@ def run_broker(name: str, args: argparse.Namespace, commands: list[str]) -> dict
     m["cold_start_s"] = round(time.monotonic() - started, 2)
     commands.append(describe_broker(broker))
     n, timed = args.messages, ["--duration", str(args.duration), "--warmup", str(args.warmup)]
+    log_sizes: dict[Path, int] = {}  # where the logs ended before the restart
 
     def phase(key: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         print(f"-- {name} {key}", flush=True)
@@ -248,7 +250,7 @@ def run_broker(name: str, args: argparse.Namespace, commands: list[str]) -> dict
             result = {"error": f"{type(exc).__name__}: {exc}"}
         if broker.proc.poll() is not None:
             result.setdefault("error", f"{name} exited with {broker.proc.returncode}")
-            result["log_tail"] = broker.log_tail(60)
+            result["log_tail"] = sanitize(broker.log_tail(60), broker)
         if "error" in result:
             print(f"   failed: {result['error']}", flush=True)
             m["errors"].append(f"{key}: {result['error']}")
@@ -279,13 +281,12 @@ def run_broker(name: str, args: argparse.Namespace, commands: list[str]) -> dict
 
             def restart() -> dict[str, Any]:
                 stop_s = terminate(broker)
-                log_sizes = {p: p.stat().st_size for p in broker.workdir.rglob("*.log")}
+                log_sizes.update({p: p.stat().st_size for p in broker.workdir.rglob("*.log")})
                 launched = relaunch(broker)
                 out = wait_serving(broker, launched, depth, args.restart_timeout)
                 find_beam(broker)
                 out.update(stop_s=round(stop_s, 2), expected=depth,
-                           rss_kib=rss_kib(broker.pid),
-                           recovery_log=recovery_lines(broker, log_sizes))
+                           rss_kib=rss_kib(broker.pid))
                 if "serving_s" not in out:
                     out["error"] = (f"not serving {depth} messages {args.restart_timeout:g} s "
                                     f"after the start (last count {out.get('count')})")
@@ -326,6 +327,9 @@ def run_broker(name: str, args: argparse.Namespace, commands: list[str]) -> dict
 
                 phase("small", small)
     finally:
+        if log_sizes and isinstance(m.get("restart"), dict):
+            # Read at the end: RabbitMQ writes its log asynchronously, after it serves.
+            m["restart"]["recovery_log"] = recovery_lines(broker, log_sizes)
         broker.stop()
     return m
 
@@ -355,7 +359,8 @@ def rows(n: int, small: int) -> list[Row]:
              lambda r: _mib(r.get("rss_before_kib")), "MiB", False),
             (f"{deep}: RSS at the end", "deep",
              lambda r: _mib(r.get("broker_rss_end_kib")), "MiB", False),
-            (f"{deep}: disk used", "deep", lambda r: _mib(r.get("disk_kib")), "MiB", False),
+            (f"{deep}: data directory on disk", "deep",
+             lambda r: _mib(r.get("disk_kib")), "MiB", False),
             (f"restart with {n:,}: SIGTERM to exit", "restart", "stop_s", "s", False),
             (f"restart with {n:,}: start to serving", "restart", "serving_s", "s", False),
             (f"restart with {n:,}: RSS once serving", "restart",
@@ -369,7 +374,7 @@ def rows(n: int, small: int) -> list[Row]:
         out += [(f"{who}: messages in the queue at the end", "small",
                  lambda r: r.get("queue_depth_at_end", r.get("depth_at_failure")), "msg", True),
                 (f"{who}: publish (confirms)", "small", "publish_rate", "msg/s", True),
-                (f"{who}: seconds to publish them", "small", "elapsed_s", "s", False),
+                (f"{who}: seconds spent publishing", "small", "elapsed_s", "s", False),
                 (f"{who}: RSS at the end", "small",
                  lambda r: _mib(r.get("broker_rss_end_kib")), "MiB", False),
                 (f"{who}: peak RSS", "small",
@@ -467,6 +472,7 @@ def main() -> int:
                      "--messages must be >= 1, --small-messages >= 0, --duration > 0")
 
     started = time.monotonic()
+    load_before = os.getloadavg()[0]
     commands: list[str] = []
     results: dict[str, dict[str, Any]] = {}
     for name in brokers:
@@ -488,7 +494,9 @@ def main() -> int:
                    for name, m in results.items()}
     header = (f"Run: {stamp}, {'quick' if args.quick else 'full'} ({args.messages:,} deep-queue "
               f"messages; confirm windows {args.duration:g} s after {args.warmup:g} s warm-up). "
-              f"Machine: {machine()}. Versions: {versions(by_scenario)}.")
+              f"Machine: {machine()}; load average {load_before:.1f} at the start, "
+              f"{os.getloadavg()[0]:.1f} at the end; {time.monotonic() - started:.0f} s in "
+              f"all. Versions: {versions(by_scenario)}.")
     flags = " ".join(a for a in sys.argv[1:])
     RESULTS.write_text(
         "# Durability benchmark results\n\n"

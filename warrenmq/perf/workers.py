@@ -4,9 +4,10 @@ A worker connects, declares nothing (the scenario did), reports ready on a barri
 waits for the shared start time and then works until the end of the window. Counts are
 sampled at the end of the warm-up and at the end of the window, so rates cover exactly
 `duration_s` of steady state. In count mode (`messages` set) a worker instead stops after
-that many messages: a producer once they are sent (and confirmed), a consumer once it has
-received and acknowledged them (draining a queue). Clocks are CLOCK_MONOTONIC, shared by all processes of the
-machine, so a timestamp written by a producer can be read by a consumer.
+that many messages: a producer once they are sent (and confirmed) or at the window's end
+if that comes first, a consumer once it has received and acknowledged them (draining a
+queue). Clocks are CLOCK_MONOTONIC, shared by all processes of the machine, so a
+timestamp written by a producer can be read by a consumer.
 """
 
 from __future__ import annotations
