@@ -1,0 +1,502 @@
+"""`RaftHost`: every Raft group of one node, driven by one asyncio task.
+
+Theory of operation. One loop turn:
+1. tick, if the tick interval has passed: only the *awake* groups are ticked (see below),
+   and every known peer node is owed a batch this turn (the node-level heartbeat);
+2. step the messages that arrived since the last turn into their groups;
+3. take the Ready of every dirty group; append all their entries, hard states and
+   snapshots to the node's one WAL as one batch of records, and wait once for it to be
+   durable;
+4. only then send: the messages of every group for one peer go in ONE batch;
+5. apply committed entries through each group's `apply(index, data)`, resolve the
+   proposals they answer, and `advance` every Ready.
+Persist-before-send holds because step 4 starts after step 3's durable callback.
+
+Idle groups cost nothing per tick. The Raft core heartbeats from every leader on every
+tick; the host does not tick a group that is *quiet*:
+- a leader is quiet once every live peer matches its last index, everything is
+  committed, and it saw no activity (anything but heartbeats) for 2 x election_tick ticks;
+- a follower is quiet once it saw no activity for election_tick ticks and knows a leader
+  whose node the failure detector holds alive. That is sooner than its leader, so it is
+  never left ticking without heartbeats (which would start an election).
+Liveness comes from the node-level failure detector instead: every batch, empty or not,
+proves its sender alive; a peer silent for election_tick ticks is suspected. A suspected
+leader's followers wake (and elect, with pre-vote); a peer that comes back, or restarts
+with a new incarnation, wakes every group it is a voter of (its leaders then bring it up
+to date). Any activity (proposal, non-heartbeat message, Ready with entries or commits)
+wakes a group.
+
+The host does not own the WAL: the node's composition root opens it once, passes the
+recovered records to `recover` (other kinds are skipped) and closes it after `stop`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from warrenmq.raft import (
+    NONE,
+    EntryKind,
+    MemoryStorage,
+    Message,
+    MessageType,
+    NotLeader,
+    RaftConfig,
+    RaftError,
+    RaftNode,
+    Ready,
+    Role,
+)
+from warrenmq.store.wal import WAL, WALError
+
+from . import records
+from .transport import Batch, Transport
+
+log = logging.getLogger("warrenmq.replication")
+
+ApplyFn = Callable[[int, bytes], object]
+RestoreFn = Callable[[int, bytes], None]
+_HEARTBEATS = (MessageType.HEARTBEAT, MessageType.HEARTBEAT_RESP)
+
+
+class ReplicationError(Exception):
+    """A proposal the host could not see through."""
+
+
+class UnknownGroup(ReplicationError):
+    def __init__(self, group_id: str) -> None:
+        super().__init__(f"no Raft group {group_id!r} on this node")
+        self.group_id = group_id
+
+
+class LeadershipLost(ReplicationError):
+    """This node stopped leading before the entry was applied here: the outcome is
+    unknown (a new leader may still commit it); `leader_id` is the new leader, if known."""
+
+    def __init__(self, group_id: str, leader_id: int) -> None:
+        super().__init__(
+            f"group {group_id!r}: leadership lost before the proposal was applied "
+            f"(leader is now {leader_id or 'unknown'})"
+        )
+        self.group_id = group_id
+        self.leader_id = leader_id
+
+
+class HostStopped(ReplicationError):
+    pass
+
+
+@dataclass(slots=True)
+class HostStats:
+    turns: int = 0
+    ticks: int = 0
+    groups_ticked: int = 0  # group ticks actually done (quiet groups are skipped)
+    wal_batches: int = 0  # turns that appended records
+    records: int = 0
+    batches_sent: int = 0
+    messages_sent: int = 0
+    batches_received: int = 0
+    unknown_group_messages: int = 0
+
+
+class _Group:
+    __slots__ = ("id", "node", "storage", "apply", "restore", "pending", "idle_ticks")
+
+    def __init__(
+        self,
+        group_id: str,
+        node: RaftNode,
+        storage: MemoryStorage,
+        apply: ApplyFn,
+        restore: RestoreFn | None,
+    ) -> None:
+        self.id = group_id
+        self.node = node
+        self.storage = storage
+        self.apply = apply
+        self.restore = restore
+        # index -> (term, future): proposals of this leader waiting for their entry.
+        self.pending: dict[int, tuple[int, asyncio.Future[object]]] = {}
+        self.idle_ticks = 0
+
+
+class RaftHost:
+    def __init__(
+        self,
+        node_id: int,
+        wal: WAL,
+        transport: Transport,
+        *,
+        tick_interval_s: float = 0.1,
+        config: RaftConfig | None = None,
+        rng: random.Random | None = None,
+        peers: Iterable[int] = (),
+    ) -> None:
+        if node_id <= 0:
+            raise ValueError(f"node ids are positive, got {node_id}")
+        if tick_interval_s <= 0:
+            raise ValueError(f"tick_interval_s must be positive, got {tick_interval_s}")
+        self.node_id = node_id
+        self.wal = wal
+        self.transport = transport
+        self.tick_interval_s = tick_interval_s
+        self.config = config or RaftConfig()
+        self.rng = rng or random.Random()
+        self.incarnation = self.rng.getrandbits(63) or 1
+        self.stats = HostStats()
+        self._groups: dict[str, _Group] = {}
+        self._recovered: dict[str, records.RecoveredGroup] = {}
+        self._peers: set[int] = set(peers) - {node_id}
+        self._awake: set[_Group] = set()
+        self._dirty: set[_Group] = set()
+        self._inbox: list[Batch] = []
+        self._tick_no = 0
+        self._heard: dict[int, int] = {}  # peer -> tick number it was last heard at
+        self._incarnations: dict[int, int] = {}
+        self._suspected: set[int] = set()
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    # -- set-up -------------------------------------------------------------------------
+    def recover(self, wal_records: Iterable[tuple[object, int, bytes]]) -> None:
+        """Take the WAL's recovered (location, kind, payload) records before adding groups."""
+        if self._groups:
+            raise ReplicationError("recover() must run before any group is added")
+        self._recovered = records.replay((kind, payload) for _, kind, payload in wal_records)
+
+    def recovered_groups(self) -> list[str]:
+        return sorted(self._recovered)
+
+    def add_group(
+        self, group_id: str, voters: Iterable[int], apply: ApplyFn, restore: RestoreFn | None = None
+    ) -> None:
+        """Host a group. A group found in the WAL restarts from its recovered state and
+        re-applies its committed log from its snapshot (or the start) through `apply`."""
+        if group_id in self._groups:
+            raise ReplicationError(f"group {group_id!r} already exists on this node")
+        voter_set = frozenset(voters)
+        if not voter_set or any(v <= 0 for v in voter_set):
+            raise ValueError(f"voters must be positive node ids, got {sorted(voter_set)}")
+        rec = self._recovered.pop(group_id, None)
+        storage = rec.storage(voter_set) if rec is not None else MemoryStorage(voter_set)
+        snap = storage.snapshot()
+        if snap.index and restore is None:
+            raise ReplicationError(f"group {group_id!r} recovered a snapshot: needs restore")
+        if snap.index and restore is not None:
+            restore(snap.index, snap.data)
+        node = RaftNode(self.node_id, storage, self.rng, self.config)
+        g = _Group(group_id, node, storage, apply, restore)
+        self._groups[group_id] = g
+        self._peers |= (voter_set | snap.voters) - {self.node_id}
+        self._touch(g)
+        if len(node.voters) == 1 and self.node_id in node.voters:
+            node.campaign()  # a group of one needs no timeout to know it wins
+            self._dirty.add(g)
+        self._kick()
+
+    async def start(self) -> None:
+        if self._task is not None:
+            raise ReplicationError("host already started")
+        self._wake = asyncio.Event()
+        for peer in self._peers:
+            self._heard[peer] = 0  # every peer gets a full timeout's grace at start
+        self.transport.bind(self.node_id, self._receive)
+        self._task = asyncio.create_task(self._run(), name=f"raft-host {self.node_id}")
+
+    async def stop(self) -> None:
+        """Stop the loop (a turn in progress finishes) and fail every waiting proposal."""
+        self._stopping = True
+        self.transport.unbind(self.node_id)
+        if self._task is not None:
+            self._kick()
+            task, self._task = self._task, None
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for g in self._groups.values():
+            self._fail_pending(g, HostStopped(f"node {self.node_id} stopped"))
+
+    # -- the API ------------------------------------------------------------------------
+    def propose(self, group_id: str, data: bytes) -> asyncio.Future[object]:
+        """Propose `data`; the future gets `apply`'s result once the entry is committed and
+        applied here, or NotLeader (with the leader's node id), LeadershipLost, ..."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[object] = loop.create_future()
+        g = self._groups.get(group_id)
+        if g is None:
+            fut.set_exception(UnknownGroup(group_id))
+            return fut
+        if not data:
+            # The leader's own no-op entries are empty: an empty command would be ambiguous.
+            fut.set_exception(ValueError("a proposal needs non-empty data"))
+            return fut
+        if self._stopping or self._task is None:
+            fut.set_exception(HostStopped(f"node {self.node_id} is not running"))
+            return fut
+        try:
+            index = g.node.propose(bytes(data))
+        except RaftError as exc:
+            fut.set_exception(exc)
+            return fut
+        g.pending[index] = (g.node.term, fut)
+        self._touch(g)
+        self._dirty.add(g)
+        self._kick()
+        return fut
+
+    def leader(self, group_id: str) -> int:
+        """The node believed to lead `group_id` (0 if none is known)."""
+        g = self._groups.get(group_id)
+        if g is None:
+            raise UnknownGroup(group_id)
+        return g.node.leader_id
+
+    def campaign(self, group_id: str) -> None:
+        """Start an election in `group_id` now (boot, tests, leadership placement)."""
+        g = self._groups[group_id]
+        g.node.campaign()
+        self._touch(g)
+        self._dirty.add(g)
+        self._kick()
+
+    def group(self, group_id: str) -> RaftNode:
+        """The group's Raft node, read-only by convention (diagnostics and tests)."""
+        return self._groups[group_id].node
+
+    def is_quiet(self, group_id: str) -> bool:
+        return self._groups[group_id] not in self._awake
+
+    def suspected(self) -> frozenset[int]:
+        return frozenset(self._suspected)
+
+    # -- the loop -----------------------------------------------------------------------
+    def _kick(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    def _touch(self, g: _Group) -> None:
+        g.idle_ticks = 0
+        self._awake.add(g)
+
+    def _receive(self, batch: Batch) -> None:
+        self._inbox.append(batch)
+        self._kick()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        assert self._wake is not None
+        next_tick = loop.time() + self.tick_interval_s
+        try:
+            while not self._stopping:
+                timeout = next_tick - loop.time()
+                if timeout > 0 and not self._inbox and not self._dirty:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), timeout)
+                    if self._stopping:
+                        break
+                self._wake.clear()
+                heartbeat_due = False
+                now = loop.time()
+                if now >= next_tick:
+                    self._tick()
+                    heartbeat_due = True
+                    # A late turn does not owe several ticks: the timer skips, not bursts.
+                    next_tick = max(next_tick + self.tick_interval_s, now)
+                self._step_inbox()
+                await self._handle_readies(heartbeat_due)
+        except WALError:
+            # Nothing more may be acknowledged on a node whose log failed.
+            log.exception("node %s: the WAL failed; the Raft host stops", self.node_id)
+            self._stopping = True
+            self.transport.unbind(self.node_id)
+            for g in self._groups.values():
+                self._fail_pending(g, HostStopped(f"node {self.node_id}: WAL failed"))
+
+    def _tick(self) -> None:
+        self._tick_no += 1
+        self.stats.ticks += 1
+        self._detect_failures()
+        for g in list(self._awake):
+            g.node.tick()
+            g.idle_ticks += 1
+            self.stats.groups_ticked += 1
+            if g.node.has_ready():
+                self._dirty.add(g)
+            if self._quiet(g):
+                self._awake.discard(g)
+
+    def _alive(self, peer: int) -> bool:
+        return peer == self.node_id or peer not in self._suspected
+
+    def _quiet(self, g: _Group) -> bool:
+        node = g.node
+        e = self.config.election_tick
+        if node.role is Role.LEADER:
+            last = node.log.last_index()
+            return (
+                g.idle_ticks >= 2 * e
+                and node.commit_index == last
+                and all(
+                    pr.match_index == last or not self._alive(v) for v, pr in node.progress.items()
+                )
+            )
+        if node.role is Role.FOLLOWER:
+            return g.idle_ticks >= e and node.leader_id != NONE and self._alive(node.leader_id)
+        return False
+
+    def _detect_failures(self) -> None:
+        limit = self.config.election_tick
+        for peer in self._peers:
+            silent = self._tick_no - self._heard.get(peer, 0) > limit
+            if silent and peer not in self._suspected:
+                self._suspected.add(peer)
+                log.info("node %s suspects node %s", self.node_id, peer)
+                for g in self._groups.values():
+                    if g.node.leader_id == peer:
+                        self._touch(g)
+
+    def _peer_back(self, peer: int) -> None:
+        """`peer` returned or restarted: wake the groups it belongs to, so their leaders
+        heartbeat it (and catch it up) and their followers re-learn who leads."""
+        self._suspected.discard(peer)
+        for g in self._groups.values():
+            if peer in g.node.voters:
+                self._touch(g)
+
+    def _step_inbox(self) -> None:
+        inbox, self._inbox = self._inbox, []
+        for batch in inbox:
+            self.stats.batches_received += 1
+            peer = batch.from_node
+            self._peers.add(peer)
+            self._heard[peer] = self._tick_no
+            known = self._incarnations.get(peer)
+            self._incarnations[peer] = batch.incarnation
+            if peer in self._suspected or (known is not None and known != batch.incarnation):
+                self._peer_back(peer)
+            for group_id, msg in batch.messages:
+                g = self._groups.get(group_id)
+                if g is None:
+                    self.stats.unknown_group_messages += 1
+                    continue
+                g.node.step(msg)
+                if msg.type not in _HEARTBEATS:
+                    self._touch(g)
+                if g.node.has_ready():
+                    self._dirty.add(g)
+
+    async def _handle_readies(self, heartbeat_due: bool) -> None:
+        self.stats.turns += 1
+        work: list[tuple[_Group, Ready]] = []
+        for g in self._dirty:
+            rd = g.node.ready()
+            if rd is not None:
+                work.append((g, rd))
+        self._dirty.clear()
+        # 1. persist: one append for every group's records, one wait for durability.
+        recs: list[tuple[int, bytes]] = []
+        for g, rd in work:
+            if rd.snapshot is not None:
+                recs.append((records.RAFT_SNAPSHOT, records.encode_snapshot(g.id, rd.snapshot)))
+            if rd.entries:
+                recs.append((records.RAFT_ENTRIES, records.encode_entries(g.id, rd.entries)))
+            if rd.hard_state is not None:
+                recs.append(
+                    (records.RAFT_HARD_STATE, records.encode_hard_state(g.id, rd.hard_state))
+                )
+        if recs:
+            self.wal.append_many(recs)
+            self.stats.wal_batches += 1
+            self.stats.records += len(recs)
+            # Even a commit-only hard state waits: the WAL fsyncs every batch anyway, and
+            # "nothing leaves before everything appended is durable" is a simple invariant.
+            await self._durable()
+        for g, rd in work:
+            if rd.snapshot is not None:
+                g.storage.apply_snapshot(rd.snapshot)
+                if g.restore is None:
+                    raise ReplicationError(f"group {g.id!r} got a snapshot: needs restore")
+                g.restore(rd.snapshot.index, rd.snapshot.data)
+            g.storage.append(rd.entries)
+            if rd.hard_state is not None:
+                g.storage.set_hard_state(rd.hard_state)
+        # 2. send: one batch per peer node, carrying every group's messages for it.
+        out: dict[int, list[tuple[str, Message]]] = {}
+        for g, rd in work:
+            for m in rd.messages:
+                out.setdefault(m.to, []).append((g.id, m))
+        targets = set(out)
+        if heartbeat_due:
+            targets |= self._peers
+        for peer in sorted(targets):
+            msgs = out.get(peer, [])
+            self.transport.send(peer, Batch(self.node_id, self.incarnation, tuple(msgs)))
+            self.stats.batches_sent += 1
+            self.stats.messages_sent += len(msgs)
+        # 3. apply, then advance.
+        for g, rd in work:
+            if rd.entries or rd.committed_entries or rd.hard_state is not None:
+                self._touch(g)
+            for e in rd.committed_entries:
+                self._apply(g, e.index, e.term, e.kind, e.data)
+            g.node.advance(rd)
+            if g.pending and g.node.role is not Role.LEADER:
+                self._fail_pending(g, LeadershipLost(g.id, g.node.leader_id))
+            if g.node.has_ready():
+                self._dirty.add(g)
+
+    async def _durable(self) -> None:
+        fut: asyncio.Future[WALError | None] = asyncio.get_running_loop().create_future()
+
+        def done(error: WALError | None) -> None:
+            if not fut.done():
+                fut.set_result(error)
+
+        self.wal.on_durable(done)
+        error = await fut
+        if error is not None:
+            raise error
+
+    def _apply(self, g: _Group, index: int, term: int, kind: EntryKind, data: bytes) -> None:
+        waiting = g.pending.pop(index, None)
+        if kind is not EntryKind.NORMAL or not data:
+            result: object = None  # conf changes are the core's; empty ones are no-ops
+        else:
+            try:
+                result = g.apply(index, data)
+            except Exception as exc:  # the state machine's bug must not stop every group
+                log.exception("group %r: apply(%s) failed", g.id, index)
+                result = exc
+        if waiting is None:
+            return
+        want_term, fut = waiting
+        if fut.done():
+            return
+        if want_term != term:
+            fut.set_exception(LeadershipLost(g.id, g.node.leader_id))
+        elif isinstance(result, Exception):
+            fut.set_exception(result)
+        else:
+            fut.set_result(result)
+
+    def _fail_pending(self, g: _Group, error: Exception) -> None:
+        pending, g.pending = g.pending, {}
+        for _, fut in pending.values():
+            if not fut.done():
+                fut.set_exception(error)
+
+
+__all__ = [
+    "HostStats",
+    "HostStopped",
+    "LeadershipLost",
+    "NotLeader",
+    "RaftHost",
+    "ReplicationError",
+    "UnknownGroup",
+]
