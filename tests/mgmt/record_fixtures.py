@@ -3,7 +3,7 @@
     python -m tests.mgmt.record_fixtures
 
 starts a private Debian rabbitmq-server node with rabbitmq_management and
-rabbitmq_prometheus (tests/mgmt/rabbit_mgmt.py), runs the scenario of scenario.py with an
+rabbitmq_prometheus (tests/support/rabbitmq.py), runs the scenario of scenario.py with an
 AMQP consumer connected, and writes fixtures/rabbitmq-3.10-api.json (status codes and JSON
 shapes per step) and fixtures/rabbitmq-3.10-metrics.txt (the metric families of /metrics).
 The node is stopped and its directory removed afterwards.
@@ -20,9 +20,9 @@ from pathlib import Path
 import pika
 
 from tests.support.node import wait_for
+from tests.support.rabbitmq import start_rabbitmq
 
 from .http import Api, q
-from .rabbit_mgmt import start_rabbitmq_mgmt
 from .scenario import dump, run
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -51,7 +51,7 @@ def placeholders(api: Api, nodename: str, amqp_port: int) -> dict[str, str]:
 
 def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
-        node = start_rabbitmq_mgmt(Path(tmp))
+        node = start_rabbitmq(Path(tmp), management=True)
         try:
             api = Api(f"http://127.0.0.1:{node.mgmt_port}")
             conn = consumer_connection(f"amqp://guest:guest@127.0.0.1:{node.port}/%2F")

@@ -10,10 +10,6 @@ recover (requeue=false is 540 NOT_IMPLEMENTED, connection-level).
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable
-
 import aio_pika
 import aiormq.exceptions
 import pika
@@ -21,73 +17,12 @@ import pika.exceptions
 import pytest
 from pamqp import commands
 
-from tests.conftest import unique
 from tests.support.node import wait_for
 from tests.support.rawamqp import RawClient
 
-TIMEOUT_S = 5.0
-
+from .helpers import TIMEOUT_S, pump, until
 
 # -- helpers -----------------------------------------------------------------
-
-
-@pytest.fixture
-def conn(broker):
-    connection = pika.BlockingConnection(pika.URLParameters(broker.url()))
-    yield connection
-    if connection.is_open:
-        connection.close()
-
-
-@pytest.fixture
-async def aconn(broker):
-    connection = await aio_pika.connect(broker.url())
-    yield connection
-    await connection.close()
-
-
-@pytest.fixture
-def admin(broker):
-    """A separate connection that declares shared queues and deletes them afterwards."""
-    connection = pika.BlockingConnection(pika.URLParameters(broker.url()))
-    declared: list[str] = []
-
-    class Admin:
-        def queue(self, messages: int = 0) -> str:
-            name = unique("acks")
-            channel = connection.channel()
-            channel.queue_declare(name)
-            for i in range(messages):
-                channel.basic_publish("", name, f"m{i}".encode())
-            channel.close()
-            declared.append(name)
-            if messages:
-                wait_for(lambda: self.ready(name) == messages, TIMEOUT_S, what="messages")
-            return name
-
-        def ready(self, name: str) -> int:
-            channel = connection.channel()
-            count = channel.queue_declare(name, passive=True).method.message_count
-            channel.close()
-            return count
-
-        def drain(self, name: str) -> list[tuple[bytes, bool]]:
-            """Every ready message as (body, redelivered), in queue order, auto-acked."""
-            channel = connection.channel()
-            out = []
-            while True:
-                method, _, body = channel.basic_get(name, auto_ack=True)
-                if method is None:
-                    break
-                out.append((body, method.redelivered))
-            channel.close()
-            return out
-
-    yield Admin()
-    channel = connection.channel()
-    for name in declared:
-        channel.queue_delete(name)
-    connection.close()
 
 
 def gets(channel, name: str, count: int) -> list:
@@ -109,24 +44,6 @@ def sync_point_fails(channel) -> pika.exceptions.ChannelClosedByBroker:
     with pytest.raises(pika.exceptions.ChannelClosedByBroker) as info:
         channel.basic_qos(prefetch_count=0)
     return info.value
-
-
-def pump(connection: pika.BlockingConnection, predicate: Callable[[], bool],
-         timeout_s: float = TIMEOUT_S, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        connection.process_data_events(time_limit=0.02)
-
-
-async def until(predicate: Callable[[], bool], timeout_s: float = TIMEOUT_S,
-                what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 MESSAGES = [f"m{i}".encode() for i in range(5)]

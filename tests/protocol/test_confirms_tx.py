@@ -25,7 +25,8 @@ from tests.conftest import unique
 from tests.support.node import wait_for
 from tests.support.rawamqp import RawClient
 
-TIMEOUT_S = 5.0
+from .helpers import TIMEOUT_S
+
 NOT_TRANSACTIONAL = "PRECONDITION_FAILED - channel is not transactional"
 TX_TO_CONFIRM = "PRECONDITION_FAILED - cannot switch from tx to confirm mode"
 CONFIRM_TO_TX = "PRECONDITION_FAILED - cannot switch from confirm to tx mode"
@@ -35,69 +36,11 @@ CONFIRM_TO_TX = "PRECONDITION_FAILED - cannot switch from confirm to tx mode"
 
 
 @pytest.fixture
-def conn(broker):
-    connection = pika.BlockingConnection(pika.URLParameters(broker.url()))
-    yield connection
-    if connection.is_open:
-        connection.close()
-
-
-@pytest.fixture
-async def aconn(broker):
-    connection = await aio_pika.connect(broker.url())
-    yield connection
-    await connection.close()
-
-
-@pytest.fixture
 def raw(broker):
     with RawClient(broker.host, broker.port) as client:
         client.handshake(user=broker.user, password=broker.password)
         client.open_channel(1)
         yield client
-
-
-@pytest.fixture
-def admin(broker):
-    """A separate connection that declares shared queues and deletes them afterwards."""
-    connection = pika.BlockingConnection(pika.URLParameters(broker.url()))
-    declared: list[str] = []
-
-    class Admin:
-        def queue(self, messages: int = 0) -> str:
-            name = unique("confirm-tx")
-            channel = connection.channel()
-            channel.queue_declare(name)
-            for i in range(messages):
-                channel.basic_publish("", name, f"m{i}".encode())
-            channel.close()
-            declared.append(name)
-            if messages:
-                wait_for(lambda: self.ready(name) == messages, TIMEOUT_S, what="messages")
-            return name
-
-        def ready(self, name: str) -> int:
-            channel = connection.channel()
-            count = channel.queue_declare(name, passive=True).method.message_count
-            channel.close()
-            return count
-
-        def drain(self, name: str) -> list[tuple[bytes, bool]]:
-            channel = connection.channel()
-            out = []
-            while True:
-                method, _, body = channel.basic_get(name, auto_ack=True)
-                if method is None:
-                    break
-                out.append((body, method.redelivered))
-            channel.close()
-            return out
-
-    yield Admin()
-    channel = connection.channel()
-    for name in declared:
-        channel.queue_delete(name)
-    connection.close()
 
 
 def raw_publish(raw: RawClient, routing_key: str, body: bytes, exchange: str = "",

@@ -13,8 +13,6 @@ witness: it is what the queue has not handed out, so no sleep is needed to see "
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Callable
 
 import aio_pika
@@ -28,83 +26,9 @@ from tests.conftest import unique
 from tests.support.node import wait_for
 from tests.support.rawamqp import RawClient
 
-TIMEOUT_S = 5.0
-
+from .helpers import TIMEOUT_S, pump, until
 
 # -- helpers -----------------------------------------------------------------
-
-
-@pytest.fixture
-def conn(broker):
-    connection = pika.BlockingConnection(pika.URLParameters(broker.url()))
-    yield connection
-    if connection.is_open:
-        connection.close()
-
-
-@pytest.fixture
-async def aconn(broker):
-    connection = await aio_pika.connect(broker.url())
-    yield connection
-    await connection.close()
-
-
-@pytest.fixture
-def admin(broker):
-    """A separate connection that declares shared queues and deletes them afterwards."""
-    connection = pika.BlockingConnection(pika.URLParameters(broker.url()))
-    declared: list[str] = []
-
-    class Admin:
-        def queue(self, prefix: str = "consume", messages: int = 0) -> str:
-            name = unique(prefix)
-            channel = connection.channel()
-            channel.queue_declare(name)
-            for i in range(messages):
-                channel.basic_publish("", name, f"m{i}".encode())
-            channel.close()
-            declared.append(name)
-            if messages:
-                # publishes are async: wait until the queue holds them all
-                wait_for(lambda: self.ready(name) == messages, TIMEOUT_S, what="messages")
-            return name
-
-        def ready(self, name: str) -> int:
-            channel = connection.channel()
-            count = channel.queue_declare(name, passive=True).method.message_count
-            channel.close()
-            return count
-
-        def consumers(self, name: str) -> int:
-            channel = connection.channel()
-            count = channel.queue_declare(name, passive=True).method.consumer_count
-            channel.close()
-            return count
-
-    yield Admin()
-    channel = connection.channel()
-    for name in declared:
-        channel.queue_delete(name)
-    connection.close()
-
-
-def pump(connection: pika.BlockingConnection, predicate: Callable[[], bool],
-         timeout_s: float = TIMEOUT_S, what: str = "condition") -> None:
-    """Dispatch pika callbacks until `predicate` holds, or fail at the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        connection.process_data_events(time_limit=0.02)
-
-
-async def until(predicate: Callable[[], bool], timeout_s: float = TIMEOUT_S,
-                what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def collector(store: list) -> Callable:

@@ -52,21 +52,6 @@ def small_frames(broker):
         connection.close()
 
 
-@pytest.fixture
-def conn(broker):
-    connection = pika.BlockingConnection(pika.URLParameters(broker.url()))
-    yield connection
-    if connection.is_open:
-        connection.close()
-
-
-@pytest.fixture
-async def aconn(broker):
-    connection = await aio_pika.connect(broker.url())
-    yield connection
-    await connection.close()
-
-
 def get_one(channel, queue: str) -> tuple:
     """basic.get until the message is there (publishes are async), with a deadline."""
     return wait_for(lambda: (lambda got: got if got[0] is not None else None)(

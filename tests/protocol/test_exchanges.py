@@ -5,122 +5,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
-
 import aio_pika
-import aiormq.channel
-import aiormq.connection
-import aiormq.exceptions
+import aiormq
 import pika
 import pika.exceptions
 import pytest
 
 from tests.conftest import unique
 
+from .helpers import aio_reply, assert_reply, pika_alive, pika_reply
+
 pytestmark = pytest.mark.timeout(30)
 
-CODE_NAMES = {
-    312: "NO_ROUTE", 403: "ACCESS_REFUSED", 404: "NOT_FOUND", 405: "RESOURCE_LOCKED",
-    406: "PRECONDITION_FAILED", 503: "COMMAND_INVALID",
-}
-AIO_CHANNEL_CODES = {cls: code for code, cls in aiormq.channel.EXCEPTION_MAPPING.items()}
-AIO_CONNECTION_CODES = {cls: code for code, cls in aiormq.connection.EXCEPTION_MAPPING.items()}
 EXCHANGE_TYPES = ["direct", "fanout", "topic", "headers"]
 PREDECLARED = ["amq.direct", "amq.fanout", "amq.topic", "amq.headers", "amq.match"]
-
-Reply = tuple[str, int, str]  # (level: "channel" | "connection", reply_code, reply_text)
-
-
-def pika_reply(fn: Callable[[], Any]) -> Reply:
-    """Run `fn`, which must make the broker close the channel or the connection."""
-    try:
-        fn()
-    except pika.exceptions.ChannelClosedByBroker as e:
-        return "channel", e.reply_code, e.reply_text
-    except pika.exceptions.ConnectionClosedByBroker as e:
-        return "connection", e.reply_code, e.reply_text
-    raise AssertionError("the broker did not close the channel or the connection")
-
-
-async def aio_reply(aw: Awaitable[Any]) -> Reply:
-    try:
-        await aw
-    except aiormq.exceptions.ChannelClosed as e:
-        code = AIO_CHANNEL_CODES.get(type(e))
-        return ("channel", code, e.args[0]) if code else ("channel", e.args[0], e.args[1])
-    except aiormq.exceptions.ConnectionClosed as e:
-        code = AIO_CONNECTION_CODES.get(type(e))
-        return ("connection", code, e.args[0]) if code else ("connection", e.args[0], e.args[1])
-    raise AssertionError("the broker did not close the channel or the connection")
-
-
-def assert_reply(reply: Reply, level: str, code: int, *mentions: str) -> None:
-    got_level, got_code, text = reply
-    assert (got_level, got_code) == (level, code), reply
-    assert text.startswith(f"{CODE_NAMES[code]} - "), reply
-    for word in mentions:
-        assert word in text, reply
-
-
-class Names:
-    """Unique names for one test; whatever they name is deleted at teardown."""
-
-    def __init__(self) -> None:
-        self.exchanges: list[str] = []
-        self.queues: list[str] = []
-
-    def exchange(self, prefix: str = "x") -> str:
-        self.exchanges.append(unique(prefix))
-        return self.exchanges[-1]
-
-    def queue(self, prefix: str = "q") -> str:
-        self.queues.append(unique(prefix))
-        return self.queues[-1]
-
-
-@pytest.fixture
-def names(broker) -> Iterator[Names]:
-    n = Names()
-    yield n
-    with pika.BlockingConnection(pika.URLParameters(broker.url())) as conn:
-        ch = conn.channel()
-        for q in n.queues:
-            ch.queue_delete(q)
-        for x in n.exchanges:
-            ch.exchange_delete(x)
-
-
-@pytest.fixture
-def pconnect(broker, names) -> Iterator[Callable[[], pika.BlockingConnection]]:
-    conns: list[pika.BlockingConnection] = []
-
-    def connect() -> pika.BlockingConnection:
-        conns.append(pika.BlockingConnection(pika.URLParameters(broker.url())))
-        return conns[-1]
-
-    yield connect
-    for c in conns:
-        if c.is_open:
-            c.close()
-
-
-@pytest.fixture
-def pconn(pconnect) -> pika.BlockingConnection:
-    return pconnect()
-
-
-@pytest.fixture
-async def aconn(broker, names):
-    conn = await aio_pika.connect(broker.url(), timeout=10)
-    yield conn
-    await conn.close()
-
-
-def pika_alive(conn: pika.BlockingConnection) -> None:
-    """A channel error must leave the connection usable."""
-    assert conn.is_open
-    conn.channel().exchange_declare("amq.direct", passive=True)
 
 
 async def aio_alive(conn: aio_pika.abc.AbstractConnection) -> None:

@@ -7,12 +7,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aio_pika
-import aiormq.channel
-import aiormq.connection
 import aiormq.exceptions
 import pika
 import pika.exceptions
@@ -21,119 +19,11 @@ import pytest
 from tests.conftest import unique
 from tests.support.node import wait_for
 
+from .helpers import aio_reply, assert_reply, pika_alive, pika_reply, pump
+
 pytestmark = pytest.mark.timeout(30)
 
-CODE_NAMES = {
-    312: "NO_ROUTE", 403: "ACCESS_REFUSED", 404: "NOT_FOUND", 405: "RESOURCE_LOCKED",
-    406: "PRECONDITION_FAILED", 503: "COMMAND_INVALID",
-}
-AIO_CHANNEL_CODES = {cls: code for code, cls in aiormq.channel.EXCEPTION_MAPPING.items()}
-AIO_CONNECTION_CODES = {cls: code for code, cls in aiormq.connection.EXCEPTION_MAPPING.items()}
 LOCKED = "cannot obtain exclusive access to locked queue"
-
-Reply = tuple[str, int, str]  # (level: "channel" | "connection", reply_code, reply_text)
-
-
-def pika_reply(fn: Callable[[], Any]) -> Reply:
-    """Run `fn`, which must make the broker close the channel or the connection."""
-    try:
-        fn()
-    except pika.exceptions.ChannelClosedByBroker as e:
-        return "channel", e.reply_code, e.reply_text
-    except pika.exceptions.ConnectionClosedByBroker as e:
-        return "connection", e.reply_code, e.reply_text
-    raise AssertionError("the broker did not close the channel or the connection")
-
-
-async def aio_reply(aw: Awaitable[Any]) -> Reply:
-    try:
-        await aw
-    except aiormq.exceptions.ChannelClosed as e:
-        code = AIO_CHANNEL_CODES.get(type(e))
-        return ("channel", code, e.args[0]) if code else ("channel", e.args[0], e.args[1])
-    except aiormq.exceptions.ConnectionClosed as e:
-        code = AIO_CONNECTION_CODES.get(type(e))
-        return ("connection", code, e.args[0]) if code else ("connection", e.args[0], e.args[1])
-    raise AssertionError("the broker did not close the channel or the connection")
-
-
-def assert_reply(reply: Reply, level: str, code: int, *mentions: str) -> None:
-    got_level, got_code, text = reply
-    assert (got_level, got_code) == (level, code), reply
-    assert text.startswith(f"{CODE_NAMES[code]} - "), reply
-    for word in mentions:
-        assert word in text, reply
-
-
-class Names:
-    """Unique names for one test; whatever they name is deleted at teardown."""
-
-    def __init__(self) -> None:
-        self.exchanges: list[str] = []
-        self.queues: list[str] = []
-
-    def exchange(self, prefix: str = "x") -> str:
-        self.exchanges.append(unique(prefix))
-        return self.exchanges[-1]
-
-    def queue(self, prefix: str = "q") -> str:
-        self.queues.append(unique(prefix))
-        return self.queues[-1]
-
-
-@pytest.fixture
-def names(broker) -> Iterator[Names]:
-    n = Names()
-    yield n
-    with pika.BlockingConnection(pika.URLParameters(broker.url())) as conn:
-        ch = conn.channel()
-        for q in n.queues:
-            ch.queue_delete(q)
-        for x in n.exchanges:
-            ch.exchange_delete(x)
-
-
-@pytest.fixture
-def pconnect(broker, names) -> Iterator[Callable[[], pika.BlockingConnection]]:
-    conns: list[pika.BlockingConnection] = []
-
-    def connect() -> pika.BlockingConnection:
-        conns.append(pika.BlockingConnection(pika.URLParameters(broker.url())))
-        return conns[-1]
-
-    yield connect
-    for c in conns:
-        if c.is_open:
-            c.close()
-
-
-@pytest.fixture
-def pconn(pconnect) -> pika.BlockingConnection:
-    return pconnect()
-
-
-@pytest.fixture
-async def aconnect(broker, names):
-    conns: list[aio_pika.abc.AbstractConnection] = []
-
-    async def connect() -> aio_pika.abc.AbstractConnection:
-        conns.append(await aio_pika.connect(broker.url(), timeout=10))
-        return conns[-1]
-
-    yield connect
-    for c in conns:
-        await c.close()
-
-
-@pytest.fixture
-async def aconn(aconnect):
-    return await aconnect()
-
-
-def pika_alive(conn: pika.BlockingConnection) -> None:
-    """A channel error must leave the connection usable."""
-    assert conn.is_open
-    conn.channel().exchange_declare("amq.direct", passive=True)
 
 
 def pika_queue_exists(conn: pika.BlockingConnection, queue: str) -> bool:
@@ -167,16 +57,6 @@ async def aio_wait_for(predicate: Callable[[], Awaitable[bool]], timeout_s: floa
         await asyncio.wait_for(poll(), timeout_s)
     except TimeoutError:
         raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}") from None
-
-
-def pika_pump_until(conn: pika.BlockingConnection, predicate: Callable[[], Any],
-                    timeout_s: float = 10.0, what: str = "condition") -> None:
-    """Let pika dispatch callbacks until `predicate` holds, within a deadline."""
-    def step() -> Any:
-        conn.process_data_events(time_limit=0.02)
-        return predicate()
-
-    wait_for(step, timeout_s, interval_s=0, what=what)
 
 
 def pika_publish(ch, queue: str, *bodies: bytes) -> None:
@@ -235,7 +115,7 @@ def test_declare_ok_counts_pika(pconn, names):
     consumer_ch = pconn.channel()
     consumer_ch.basic_qos(prefetch_count=1)
     consumer_ch.basic_consume(q, lambda _ch, _m, _p, body: got.append(body))
-    pika_pump_until(pconn, lambda: got, what="one delivery")
+    pump(pconn, lambda: got, timeout_s=10.0, what="one delivery")
     # message_count counts ready messages only; the unacked one is not among them.
     assert pika_counts(ch, q) == (2, 1)
     ok = ch.queue_declare(q).method  # a non-passive redeclare reports the same
@@ -830,7 +710,7 @@ def test_deleted_queue_cancels_its_consumers_pika(pconnect, names):
     ch.add_on_cancel_callback(lambda frame: cancelled.append(frame.method))
     tag = ch.basic_consume(q, lambda *_: None)
     deleter.channel().queue_delete(q)
-    pika_pump_until(conn, lambda: cancelled, what="basic.cancel from the broker")
+    pump(conn, lambda: cancelled, timeout_s=10.0, what="basic.cancel from the broker")
     assert isinstance(cancelled[0], pika.spec.Basic.Cancel)
     assert cancelled[0].consumer_tag == tag
     assert tag not in ch.consumer_tags

@@ -9,13 +9,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import aio_pika
-import aiormq.channel
-import aiormq.connection
-import aiormq.exceptions
+import aiormq
 import pika
 import pika.exceptions
 import pytest
@@ -23,76 +20,23 @@ import pytest
 from tests.conftest import unique
 from tests.support.node import wait_for
 
+from .helpers import Names, aio_reply, assert_reply, pika_reply
+
 pytestmark = pytest.mark.timeout(30)
 
-CODE_NAMES = {
-    312: "NO_ROUTE", 403: "ACCESS_REFUSED", 404: "NOT_FOUND", 405: "RESOURCE_LOCKED",
-    406: "PRECONDITION_FAILED", 503: "COMMAND_INVALID",
-}
-AIO_CHANNEL_CODES = {cls: code for code, cls in aiormq.channel.EXCEPTION_MAPPING.items()}
-AIO_CONNECTION_CODES = {cls: code for code, cls in aiormq.connection.EXCEPTION_MAPPING.items()}
-
-Reply = tuple[str, int, str]  # (level: "channel" | "connection", reply_code, reply_text)
-
-
-def pika_reply(fn: Callable[[], Any]) -> Reply:
-    """Run `fn`, which must make the broker close the channel or the connection."""
-    try:
-        fn()
-    except pika.exceptions.ChannelClosedByBroker as e:
-        return "channel", e.reply_code, e.reply_text
-    except pika.exceptions.ConnectionClosedByBroker as e:
-        return "connection", e.reply_code, e.reply_text
-    raise AssertionError("the broker did not close the channel or the connection")
-
-
-async def aio_reply(aw: Awaitable[Any]) -> Reply:
-    try:
-        await aw
-    except aiormq.exceptions.ChannelClosed as e:
-        code = AIO_CHANNEL_CODES.get(type(e))
-        return ("channel", code, e.args[0]) if code else ("channel", e.args[0], e.args[1])
-    except aiormq.exceptions.ConnectionClosed as e:
-        code = AIO_CONNECTION_CODES.get(type(e))
-        return ("connection", code, e.args[0]) if code else ("connection", e.args[0], e.args[1])
-    raise AssertionError("the broker did not close the channel or the connection")
-
-
-def assert_reply(reply: Reply, level: str, code: int, *mentions: str) -> None:
-    got_level, got_code, text = reply
-    assert (got_level, got_code) == (level, code), reply
-    assert text.startswith(f"{CODE_NAMES[code]} - "), reply
-    for word in mentions:
-        assert word in text, reply
-
 
 @pytest.fixture
-def exchanges(broker) -> Iterator[list[str]]:
+def exchanges(names: Names) -> list[str]:
     """Names appended here are deleted at teardown."""
-    names: list[str] = []
-    yield names
-    with pika.BlockingConnection(pika.URLParameters(broker.url())) as conn:
-        ch = conn.channel()
-        for x in names:
-            ch.exchange_delete(x)
+    return names.exchanges
 
 
 @pytest.fixture
-def pch(broker, exchanges) -> Iterator[Any]:
+def pch(pconnect) -> Any:
     """A pika channel in confirm mode; its connection is closed at teardown."""
-    conn = pika.BlockingConnection(pika.URLParameters(broker.url()))
-    ch = conn.channel()
+    ch = pconnect().channel()
     ch.confirm_delivery()
-    yield ch
-    if conn.is_open:
-        conn.close()
-
-
-@pytest.fixture
-async def aconn(broker, exchanges):
-    conn = await aio_pika.connect(broker.url(), timeout=10)
-    yield conn
-    await conn.close()
+    return ch
 
 
 @pytest.fixture

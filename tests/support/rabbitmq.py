@@ -1,4 +1,5 @@
-"""Start and stop a private RabbitMQ node for differential tests.
+"""Start and stop a private RabbitMQ node for differential tests, and (an option) with the
+management and Prometheus plugins for recording what their HTTP APIs answer.
 
 The node gets its own HOME (so its own Erlang cookie), node name, AMQP and
 distribution ports, data and log directories, and its own epmd port, so it never
@@ -17,6 +18,8 @@ import shutil
 import signal
 import socket
 import subprocess
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -69,6 +72,9 @@ def _marked_pids(marker: str) -> list[int]:
 
 class RabbitNode(Node):
     marker: str = ""
+    nodename: str = ""
+    mgmt_port: int = 0  # 0: the management plugin is not enabled
+    prometheus_port: int = 0
 
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30.0) -> int | None:
         """SIGTERM the process group, SIGKILL after the deadline, then sweep our strays."""
@@ -92,16 +98,42 @@ class RabbitNode(Node):
         return self.proc.returncode if self.proc else None
 
 
-def start_rabbitmq(tmp: Path, timeout_s: float = 90.0) -> RabbitNode:
-    """Start a private RabbitMQ node under `tmp` and wait until it serves AMQP."""
+def http_up(port: int) -> bool:
+    """True once something answers HTTP on the loopback port, whatever the status."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        return False
+
+
+def start_rabbitmq(tmp: Path, timeout_s: float = 120.0, management: bool = False) -> RabbitNode:
+    """Start a private RabbitMQ node under `tmp` and wait until it serves AMQP.
+
+    With `management`, the management and Prometheus plugins are enabled too, each on a
+    loopback port of its own (`mgmt_port`, `prometheus_port`), and the node is ready only
+    once both answer HTTP.
+    """
     name = f"wt{uuid.uuid4().hex[:8]}"
     port, dist_port, epmd_port = free_port(), free_port(), free_port()
     home = tmp / "home"
     for d in (home, tmp / "mnesia", tmp / "log"):
         d.mkdir(parents=True, exist_ok=True)
-    (tmp / "rabbitmq.conf").write_text(
-        f"listeners.tcp.default = 127.0.0.1:{port}\nloopback_users = none\n")
-    (tmp / "enabled_plugins").write_text("[].\n")
+    conf = f"listeners.tcp.default = 127.0.0.1:{port}\nloopback_users = none\n"
+    plugins = ""
+    mgmt_port = prom_port = 0
+    if management:
+        mgmt_port, prom_port = free_port(), free_port()
+        conf += (
+            f"management.tcp.port = {mgmt_port}\nmanagement.tcp.ip = 127.0.0.1\n"
+            f"prometheus.tcp.port = {prom_port}\nprometheus.tcp.ip = 127.0.0.1\n"
+            # stats every second instead of five, so tests reading them wait less
+            "collect_statistics_interval = 1000\n")
+        plugins = "rabbitmq_management,rabbitmq_prometheus"
+    (tmp / "rabbitmq.conf").write_text(conf)
+    (tmp / "enabled_plugins").write_text(f"[{plugins}].\n")
     env = {
         **os.environ,
         "HOME": str(home),
@@ -122,14 +154,18 @@ def start_rabbitmq(tmp: Path, timeout_s: float = 90.0) -> RabbitNode:
                                 stdin=subprocess.DEVNULL, env=env, start_new_session=True)
     node = RabbitNode("127.0.0.1", port, proc, tmp, log_path)
     node.marker = name
+    node.nodename = f"{name}@localhost"
+    node.mgmt_port, node.prometheus_port = mgmt_port, prom_port
 
     def ready() -> bool:
         if proc.poll() is not None:
             raise RuntimeError(f"rabbitmq-server exited with {proc.returncode}:\n{node.log()}")
-        return amqp_handshake_ok(node.host, port)
+        return amqp_handshake_ok(node.host, port) and (
+            not management or (http_up(mgmt_port) and http_up(prom_port)))
 
+    what = "RabbitMQ and its management plugin" if management else "RabbitMQ"
     try:
-        wait_for(ready, timeout_s, interval_s=0.25, what="RabbitMQ to accept AMQP connections")
+        wait_for(ready, timeout_s, interval_s=0.25, what=f"{what} to accept connections")
     except BaseException:
         node.stop(signal.SIGKILL, timeout_s=10)
         raise
