@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.embedded.rabbitmq_mgmt import start_rabbitmq_with_management
-from tests.support.rabbitmq import RABBITMQ_SERVER, rabbitmq_installed
+from tests.support.rabbitmq import RABBITMQ_SERVER, rabbitmq_installed, start_rabbitmq
 
 SUITE = Path(__file__).parent / "suite"
 
@@ -29,7 +28,8 @@ def rabbitmq_management(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tu
         pytest.skip(f"RabbitMQ is not installed ({RABBITMQ_SERVER} or erl missing); "
                     "install Debian's rabbitmq-server")
     tmp = tmp_path_factory.mktemp("rabbitmq-mgmt")
-    node, mgmt_url = start_rabbitmq_with_management(tmp)
+    node = start_rabbitmq(tmp, management=True)
+    mgmt_url = f"http://127.0.0.1:{node.mgmt_port}/"
     try:
         yield node.url(), mgmt_url
     finally:
