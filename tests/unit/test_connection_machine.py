@@ -181,3 +181,14 @@ def test_guest_may_connect_only_from_loopback():
     ok = Pipe(p.node, "c2")
     ok.conn.peer = ("::1", 40000)
     assert [f.name for _, f in ok.open()] == ["Connection.OpenOk"]
+
+
+def test_malformed_publish_names_are_a_frame_error():
+    """A routing key whose length runs past the frame is caught by the shared-names cache's
+    decoder, not stored."""
+    p = Pipe()
+    p.open()
+    p.send(1, C.Channel.Open())
+    payload = b"\x00\x3c\x00\x28" + b"\x00\x00" + b"\x01x" + b"\x09ab" + b"\x00"
+    out = p.feed(struct.pack(">BHI", 1, 1, len(payload)) + payload + b"\xce")
+    assert out[0][1].reply_code == 501 and (out[0][1].class_id, out[0][1].method_id) == (60, 40)

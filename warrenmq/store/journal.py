@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 from pamqp import decode as amqp_decode
 from pamqp import encode as amqp_encode
 
+from ..amqp.codec import names
 from ..core.journal import Journal
 from ..core.message import FLAG_EXPIRATION, Message
 from .files import atomic_write
@@ -335,13 +336,12 @@ def _decode_message(payload: bytes) -> tuple[list[tuple[str, int]], Message]:
     (published_ms,) = _U64.unpack_from(payload, o)
     o += 8
     ex_end = o + 1 + payload[o]
-    ex_ss = payload[o:ex_end]
     rk_end = ex_end + 1 + payload[ex_end]
-    rk_ss = payload[ex_end:rk_end]
+    exchange, routing_key, ex_ss, rk_ss = names(payload[o:rk_end])
     (hlen,) = _U32.unpack_from(payload, rk_end)
     header = payload[rk_end + 4:rk_end + 4 + hlen]
     body_size = _U64.unpack_from(header, 4)[0]
-    msg = Message(ex_ss[1:].decode(), rk_ss[1:].decode(), ex_ss, rk_ss, header, None, body_size)
+    msg = Message(exchange, routing_key, ex_ss, rk_ss, header, None, body_size)
     msg.published_ms = float(published_ms)
     if msg.flags & FLAG_EXPIRATION:
         expiration = msg.properties.expiration
