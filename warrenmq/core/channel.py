@@ -98,6 +98,7 @@ class Channel:
         self.confirm_needs_sync = False  # a publish since the last flush awaits the disk
         self.sync_waits = 0  # confirms scheduled behind the journal, not yet sent
         self.nacks: list[int] = []  # publish seqs refused by a full queue, to nack in order
+        self.on_confirmed: Callable[[], None] | None = None  # for in-process sessions
         self.confirm_pending = False
         self.tx = False
         # buffered inside a transaction: ("publish", fn) or ("settle", taken, rejected, requeue)
@@ -804,6 +805,8 @@ class Channel:
         if seq > self.confirmed_seq:
             write(codec.confirm_method(self.number, True, seq, seq - self.confirmed_seq > 1))
             self.confirmed_seq = seq
+        if self.on_confirmed is not None:
+            self.on_confirmed()
 
     def handle_confirm_select(self, m: C.Confirm.Select) -> None:
         if self.tx:

@@ -48,15 +48,21 @@ class DirectSession:
         return False
 
     async def confirmed(self, seq: int, wake: Any) -> None:
-        """Wait for the channel's publisher confirm of `seq` (durable queues: on disk)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + CONFIRM_DEADLINE_S
-        while self.channel.confirmed_seq < seq:
-            wake()
-            if loop.time() > deadline:
-                raise ApiError(500, "internal_error",
-                               f"no publisher confirm within {CONFIRM_DEADLINE_S:g}s")
-            await asyncio.sleep(0.002)
+        """Wait for the channel's publisher confirm of `seq` (durable queues: on disk): the
+        node's flush emits it, the channel's on_confirmed hook wakes this coroutine."""
+        event = asyncio.Event()
+        self.channel.on_confirmed = event.set
+        try:
+            async with asyncio.timeout(CONFIRM_DEADLINE_S):
+                while self.channel.confirmed_seq < seq:
+                    event.clear()
+                    wake()
+                    await event.wait()
+        except TimeoutError:
+            raise ApiError(500, "internal_error",
+                           f"no publisher confirm within {CONFIRM_DEADLINE_S:g}s") from None
+        finally:
+            self.channel.on_confirmed = None
 
     def close(self) -> None:
         """Give back what the session holds (unsettled gets are requeued), as a closing
