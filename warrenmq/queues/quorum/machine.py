@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from ...amqp.constants import ACCESS_REFUSED, PRECONDITION_FAILED
@@ -150,30 +151,22 @@ class QuorumMachine:
                        "checked_out": len(consumer.checked_out)})
 
     def _settle(self, meta: Meta, cmd: Command, out: _Out) -> Reply:
-        consumer = self.consumers.get(cmd[1])
-        if consumer is None:
-            return ("ok", 0)
-        done = 0
-        for msg_id in cmd[2]:
-            entry = consumer.checked_out.pop(msg_id, None)
-            if entry is not None:
-                self._gone.add(entry[0].raft_index)
-                done += 1
-        return self._after_release(meta, consumer, done, out)
+        return self._release(meta, cmd, out, lambda msg: self._gone.add(msg.raft_index))
 
     def _return(self, meta: Meta, cmd: Command, out: _Out) -> Reply:
-        consumer = self.consumers.get(cmd[1])
-        if consumer is None:
-            return ("ok", 0)
-        done = 0
-        for msg_id in cmd[2]:
-            entry = consumer.checked_out.pop(msg_id, None)
-            if entry is not None:
-                self._requeue(entry[0], out)
-                done += 1
-        return self._after_release(meta, consumer, done, out)
+        return self._release(meta, cmd, out, lambda msg: self._requeue(msg, out))
 
     def _discard(self, meta: Meta, cmd: Command, out: _Out) -> Reply:
+        def dead(msg: Any) -> None:
+            out.dead_letter("rejected", msg)
+            self._gone.add(msg.raft_index)
+
+        return self._release(meta, cmd, out, dead)
+
+    def _release(self, meta: Meta, cmd: Command, out: _Out,
+                 each: Callable[[Any], None]) -> Reply:
+        """settle / return / discard: the consumer's checked-out messages named in the
+        command leave it, each handed to `each`; unknown ids are ignored."""
         consumer = self.consumers.get(cmd[1])
         if consumer is None:
             return ("ok", 0)
@@ -181,8 +174,7 @@ class QuorumMachine:
         for msg_id in cmd[2]:
             entry = consumer.checked_out.pop(msg_id, None)
             if entry is not None:
-                out.dead_letter("rejected", entry[0])
-                self._gone.add(entry[0].raft_index)
+                each(entry[0])
                 done += 1
         return self._after_release(meta, consumer, done, out)
 
