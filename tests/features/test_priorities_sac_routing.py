@@ -11,20 +11,6 @@ import pytest
 from tests.conftest import unique
 
 
-@pytest.fixture
-def conn(broker):
-    c = pika.BlockingConnection(pika.URLParameters(broker.url()))
-    yield c
-    c.close()
-
-
-@pytest.fixture
-def ch(conn):
-    channel = conn.channel()
-    channel.confirm_delivery()
-    return channel
-
-
 def _pump(conn, predicate, timeout_s: float = 5.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():

@@ -13,20 +13,6 @@ from tests.conftest import unique
 from tests.support.node import wait_for
 
 
-@pytest.fixture
-def conn(broker):
-    c = pika.BlockingConnection(pika.URLParameters(broker.url()))
-    yield c
-    c.close()
-
-
-@pytest.fixture
-def ch(conn):
-    channel = conn.channel()
-    channel.confirm_delivery()
-    return channel
-
-
 def _count(ch, queue: str) -> int:
     return ch.queue_declare(queue, passive=True).method.message_count
 
