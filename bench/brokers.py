@@ -187,3 +187,14 @@ def start_warren(timeout_s: float = 60.0) -> Broker:
         broker.stop(10.0)
         raise
     return broker
+
+
+def replace_between(path: Path, start: str, end: str, text: str) -> None:
+    """Replace what stands between two marker lines of a file (the README's result tables)."""
+    if not path.exists():
+        return
+    content = path.read_text()
+    if start in content and end in content:
+        before, rest = content.split(start, 1)
+        _, after = rest.split(end, 1)
+        path.write_text(f"{before}{start}\n{text}\n{end}{after}")

@@ -44,6 +44,7 @@ from brokers import (  # noqa: E402
     Broker,
     _comm,
     _group_pids,
+    replace_between,
     start_rabbitmq,
     start_warren,
     wait_for,
@@ -506,12 +507,7 @@ def main() -> int:
         "## Exact commands\n\n"
         "`$WORKDIR` is a fresh temporary directory per broker; `$PORT`/`$DIST_PORT` free "
         "loopback ports.\n\n```\n" + "\n".join(commands) + "\n```\n")
-    text = README.read_text()
-    if TABLE_START in text and TABLE_END in text:
-        before, rest = text.split(TABLE_START, 1)
-        _, after = rest.split(TABLE_END, 1)
-        README.write_text(f"{before}{TABLE_START}\n{header}\n\n{body}\n{failures(results)}\n"
-                          f"{TABLE_END}{after}")
+    replace_between(README, TABLE_START, TABLE_END, f"{header}\n\n{body}\n{failures(results)}")
     print(f"wrote {RESULTS.relative_to(HERE.parent)}")
     return 0
 

@@ -26,7 +26,13 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from brokers import RABBITMQ_SERVER, Broker, start_rabbitmq, start_warren  # noqa: E402
+from brokers import (  # noqa: E402
+    RABBITMQ_SERVER,
+    Broker,
+    replace_between,
+    start_rabbitmq,
+    start_warren,
+)
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results.md"
@@ -279,13 +285,8 @@ def main() -> int:
         "## Exact commands\n\n"
         "`$WORKDIR` is a fresh temporary directory per broker; `$PORT`/`$DIST_PORT` free "
         "loopback ports.\n\n```\n" + "\n".join(commands) + "\n```\n")
-    if README.exists():
-        text = README.read_text()
-        if TABLE_START in text and TABLE_END in text:
-            before, rest = text.split(TABLE_START, 1)
-            _, after = rest.split(TABLE_END, 1)
-            README.write_text(f"{before}{TABLE_START}\n{header}\n\n{body}\n"
-                              f"{errors_section(results)}\n{TABLE_END}{after}")
+    replace_between(README, TABLE_START, TABLE_END,
+                    f"{header}\n\n{body}\n{errors_section(results)}")
     print(f"\nwrote {RESULTS.relative_to(HERE.parent)}")
     return 0
 
