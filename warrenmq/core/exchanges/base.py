@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
@@ -46,7 +47,7 @@ def make_binding(dest: Dest, routing_key: str, arguments: dict | None) -> Bindin
     return Binding(dest, routing_key, freeze(arguments), arguments)
 
 
-class ExchangeType:
+class ExchangeType(ABC):
     """Holds the bindings of one exchange and routes by them."""
 
     def __init__(self) -> None:
@@ -72,14 +73,15 @@ class ExchangeType:
             self.remove(b)
         return gone
 
-    def _added(self, binding: Binding) -> None:
-        pass
+    def _added(self, binding: Binding) -> None:  # noqa: B027 - optional index hook
+        """Types that index their bindings (direct, topic, fanout) update the index here."""
 
-    def _removed(self, binding: Binding) -> None:
-        pass
+    def _removed(self, binding: Binding) -> None:  # noqa: B027 - optional index hook
+        """The inverse of _added."""
 
+    @abstractmethod
     def route(self, routing_key: str, headers: Callable[[], dict | None]) -> Iterable[Dest]:
-        raise NotImplementedError  # abstract: every type defines its routing
+        """The destinations of a message with this routing key (headers read lazily)."""
 
     @staticmethod
     def validate_binding(arguments: dict) -> str | None:
