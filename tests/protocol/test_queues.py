@@ -31,8 +31,10 @@ def pika_queue_exists(conn: pika.BlockingConnection, queue: str) -> bool:
     try:
         ch.queue_declare(queue, passive=True)
     except pika.exceptions.ChannelClosedByBroker as e:
-        assert e.reply_code == 404, e
-        return False
+        # 405: an exclusive queue whose owner is gone, not deleted yet (deletion is a
+        # metadata command of its own, as in RabbitMQ)
+        assert e.reply_code in (404, 405), e
+        return e.reply_code == 405
     ch.close()
     return True
 

@@ -1,5 +1,6 @@
-"""The journal on a real write-ahead log, driven in-process: replay rebuilds metadata and
-messages; segment clean-up with a metadata snapshot loses nothing that is live."""
+"""The journal on a real write-ahead log, driven in-process: replay rebuilds metadata (the
+metadata Raft group's log) and messages; segment clean-up, after a checkpoint of the
+metadata group, loses nothing that is live."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pamqp import commands as C
 
 from warrenmq.config import Config
 from warrenmq.core.node import Node
+from warrenmq.server.app import App
 from warrenmq.store.journal import WalJournal
 
 from .pipe import Pipe
@@ -23,19 +25,41 @@ async def _settle(journal: WalJournal) -> None:
     await asyncio.wait_for(done, 10)
 
 
-def _boot(directory: Path, segment_bytes_max: int = 64 * 1024 * 1024) -> tuple[Node, WalJournal]:
-    journal = WalJournal(directory, asyncio.get_running_loop(),
-                         segment_bytes_max=segment_bytes_max)
-    node = Node(Config(), journal)
-    if not journal.recover(node):
-        node.bootstrap()
-    node.remove_transient()
-    return node, journal
+async def _boot(directory: Path, segment_bytes_max: int = 64 * 1024 * 1024
+                ) -> tuple[Node, WalJournal, App]:
+    app = App(Config(data_dir=str(directory)))
+    app.segment_bytes_max = segment_bytes_max
+    await app.open_store()
+    return app.node, app.journal, app
+
+
+async def _maintained(journal: WalJournal, timeout_s: float = 10.0) -> None:
+    """maintain() until it has nothing left to do: the first call asks the metadata group
+    for a checkpoint when a deletable segment holds its records; a later one deletes."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            journal.maintain()
+            await _settle(journal)
+            first = journal.wal.segment_ids()[0]
+            if journal.checkpoint_segment > first or \
+                    journal.live.get(first, 0) > 0 or first == journal.wal.current_segment():
+                journal.maintain()
+                return
+            await asyncio.sleep(0.01)
+
+
+async def _drain(p: Pipe, timeout_s: float = 10.0) -> None:
+    """Until the connection has handled everything sent (metadata methods wait for their
+    command to be applied)."""
+    conn = p.conn
+    async with asyncio.timeout(timeout_s):
+        while conn.parked or conn.buf:
+            await asyncio.sleep(0.001)
 
 
 def test_replay_rebuilds_metadata_and_messages(tmp_path):
     async def scenario() -> None:
-        node, journal = _boot(tmp_path)
+        node, journal, app = await _boot(tmp_path)
         p = Pipe(node)
         p.open()
         p.send(1, C.Channel.Open())
@@ -47,11 +71,12 @@ def test_replay_rebuilds_metadata_and_messages(tmp_path):
             p.publish(1, "x", "k", b"m%d" % i, properties=PERSISTENT)
         p.publish(1, "x", "k", b"transient")
         p.send(1, C.Basic.Get(queue="q"))  # m0 out, unacked
+        await _drain(p)
         node.flush()
         await _settle(journal)
-        journal.close()
+        await app.close_store()
 
-        node, journal = _boot(tmp_path)
+        node, journal, app = await _boot(tmp_path)
         q = node.live_queue("/", "q")
         assert [(e[1].size, e[2]) for e in q.ready] == [(2, True), (2, False), (2, False)]
         assert q.record.arguments == {"x-max-length": 10}
@@ -59,14 +84,14 @@ def test_replay_rebuilds_metadata_and_messages(tmp_path):
         x = node.meta.vhosts["/"].exchanges["x"]
         assert [b.routing_key for b in x.router.bindings] == ["k"]
         assert [node.journal.read_body(e[1]) for e in q.ready] == [b"m0", b"m1", b"m2"]
-        journal.close()
+        await app.close_store()
 
     asyncio.run(scenario())
 
 
 def test_segment_cleanup_snapshots_metadata_and_keeps_live_messages(tmp_path):
     async def scenario() -> None:
-        node, journal = _boot(tmp_path, segment_bytes_max=4096)
+        node, journal, app = await _boot(tmp_path, segment_bytes_max=4096)
         p = Pipe(node)
         p.open()
         p.send(1, C.Channel.Open())
@@ -79,30 +104,30 @@ def test_segment_cleanup_snapshots_metadata_and_keeps_live_messages(tmp_path):
             p.send(1, C.Basic.Get(queue="churn", no_ack=True))
             node.flush()
         p.publish(1, "", "keep", b"live", properties=PERSISTENT)
+        await _drain(p)
         node.flush()
         await _settle(journal)
         before = journal.wal.segment_ids()
-        journal.maintain()
-        await _settle(journal)
+        await _maintained(journal)
         after = journal.wal.segment_ids()
         assert len(before) > 5 and len(after) < len(before)
-        assert (tmp_path / "meta.snapshot").exists()
-        journal.close()
+        assert journal.checkpoint_segment > before[0]  # the metadata group checkpointed
+        await app.close_store()
 
-        node, journal = _boot(tmp_path, segment_bytes_max=4096)
+        node, journal, app = await _boot(tmp_path, segment_bytes_max=4096)
         assert {"keep", "churn"} <= set(node.meta.vhosts["/"].queues)
         keep = node.live_queue("/", "keep")
         assert [journal.read_body(e[1]) for e in keep.ready] == [b"live"]
         assert node.live_queue("/", "churn").message_count == 0
         assert "guest" in node.meta.users
-        journal.close()
+        await app.close_store()
 
     asyncio.run(scenario())
 
 
 def test_paged_transient_bodies_outlive_segment_cleanup_until_consumed(tmp_path):
     async def scenario() -> None:
-        node, journal = _boot(tmp_path, segment_bytes_max=4096)
+        node, journal, app = await _boot(tmp_path, segment_bytes_max=4096)
         node.config.queue_page_bytes = 1000
         p = Pipe(node)
         p.open()
@@ -114,6 +139,8 @@ def test_paged_transient_bodies_outlive_segment_cleanup_until_consumed(tmp_path)
         p.send(1, C.Queue.Bind(queue="b", exchange="fan"))
         for i in range(60):
             p.publish(1, "fan", "", b"%03d" % i + b"." * 300)
+        await _drain(p)
+        p.read()
         node.flush()
         await _settle(journal)
         assert len(journal.wal.segment_ids()) > 2
@@ -127,8 +154,8 @@ def test_paged_transient_bodies_outlive_segment_cleanup_until_consumed(tmp_path)
         assert got == [b"%03d" % i for i in range(60)]
         node.flush()
         await _settle(journal)
-        journal.maintain()  # nothing live: only the current segment remains
+        await _maintained(journal)  # nothing live: only the current segment remains
         assert journal.wal.segment_ids() == [journal.wal.current_segment()]
-        journal.close()
+        await app.close_store()
 
     asyncio.run(scenario())

@@ -14,7 +14,12 @@ most HANDSHAKE_FRAME_MAX bytes, so an unauthenticated peer cannot make the node 
 After the handshake the client sends requests {"cmd": NAME, "args": {...}} and gets one reply
 per request, in order: {"ok": RESULT} or {"error": TEXT, "code": EXIT_STATUS}. The server side
 only knows a `dispatch(cmd, args)` coroutine; the command table lives with its owner
-(`server/commands.py`), so node-to-node messages are new table entries, not a new transport.
+(`server/commands.py`).
+
+One request is special: {"cmd": "link", ...} turns the authenticated connection into a node-to-
+node link (`cluster/links.py`). The server hands the stream to its `link_handler` coroutine,
+which owns it from then on, including the answer to that request; with no handler registered
+(the app is stopped) the request gets an error reply and the connection stays a control one.
 """
 
 from __future__ import annotations
@@ -140,6 +145,8 @@ def cookie_mismatch_text(nodename: str) -> str:
 
 # -- server side (asyncio) ------------------------------------------------------------------------
 Dispatch = Callable[[str, dict], Awaitable[Any]]
+LinkHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, dict], Awaitable[None]]
+LINK_COMMAND = "link"
 
 
 async def _read_frame(reader: asyncio.StreamReader, limit: int) -> Any:
@@ -157,6 +164,8 @@ class ControlServer:
         self.nodename = nodename
         self.cookie = cookie
         self.dispatch = dispatch
+        # Set while the app runs (PeerLinks.accept): takes over connections asking to link.
+        self.link_handler: LinkHandler | None = None
         self.server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task] = set()
         self._writers: set[asyncio.StreamWriter] = set()
@@ -226,6 +235,16 @@ class ControlServer:
             if not isinstance(req, dict) or not isinstance(req.get("cmd"), str):
                 raise ProtocolError("a request must be a map with a 'cmd'")
             args = req.get("args") or {}
+            if req["cmd"] == LINK_COMMAND:
+                handler = self.link_handler
+                if handler is not None:
+                    await handler(reader, writer, args if isinstance(args, dict) else {})
+                    return
+                writer.write(encode({"error": f"node {self.nodename} does not accept cluster "
+                                     "links now: its app is not running (warrenctl start_app)",
+                                     "code": EX_UNAVAILABLE}))
+                await writer.drain()
+                continue
             try:
                 reply: dict = {"ok": await self.dispatch(req["cmd"], args)}
             except CommandError as e:

@@ -16,7 +16,8 @@ import logging
 import os
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Generator
+from types import GeneratorType
 from typing import TYPE_CHECKING, Any
 
 from pamqp import commands as C
@@ -40,6 +41,7 @@ from .arguments import check_exchange_equivalence, check_queue_equivalence, vali
 from .consumer import Consumer
 from .exchanges import EXCHANGE_TYPES
 from .message import FLAG_EXPIRATION, FLAG_HEADERS, FLAG_USER_ID, Message, sender_selected
+from .pending import Pending
 
 if TYPE_CHECKING:
     from ..meta.records import ExchangeRecord, QueueRecord
@@ -47,6 +49,11 @@ if TYPE_CHECKING:
     from .connection import Connection
 
 log = logging.getLogger("warrenmq.channel")
+
+# A handler that proposes metadata commands is a generator: it yields each command's Pending
+# and is resumed with the reply (or the error thrown in) once the command is applied. The
+# connection reads nothing more until then, so a channel's methods keep their order.
+Proposing = Generator[Pending, Any, None]
 
 OPEN, CLOSING = "open", "closing"
 REPLY_TO = "amq.rabbitmq.reply-to"
@@ -149,10 +156,11 @@ class Channel:
                             class_id, method_id)
         self._guard(class_id, method_id, handler, self, method)
 
-    @staticmethod
-    def _guard(class_id: int, method_id: int, fn: Callable, *args: Any) -> None:
+    def _guard(self, class_id: int, method_id: int, fn: Callable, *args: Any) -> None:
         try:
-            fn(*args)
+            result = fn(*args)
+            if type(result) is GeneratorType:  # a handler that waits for metadata commands
+                self.conn.drive(self, result, class_id, method_id)
         except AMQPError as e:
             raise e.on(class_id, method_id) from None
 
@@ -252,6 +260,9 @@ class Channel:
 
     def _check_exclusive(self, record: QueueRecord, strict: bool = False) -> None:
         owner = record.exclusive_owner
+        if not strict and owner is not None and owner.startswith(self.node.name + "/") and \
+                owner not in self.node.connections:
+            return  # its owner is gone and its deletion is on the way: no longer locked
         if strict or (owner is not None and owner != self.conn.id):
             raise AMQPError(RESOURCE_LOCKED,
                             f"cannot obtain exclusive access to locked {self._resource('queue', record.name)}. "
@@ -265,7 +276,11 @@ class Channel:
             raise AMQPError(ACCESS_REFUSED, "operation not permitted on the default exchange")
 
     # -- channel --------------------------------------------------------------------------------
-    def handle_channel_close(self, m: C.Channel.Close) -> None:
+    def handle_channel_close(self, m: C.Channel.Close) -> Proposing:
+        consumers = list(self.consumers.values())
+        self.consumers.clear()
+        for consumer in consumers:  # auto-delete queues go before close-ok (see cancel)
+            yield from _quietly(self.node.remove_consumer(consumer))
         self.conn.close_channel(self)
         self.send(C.Channel.CloseOk())
 
@@ -284,7 +299,7 @@ class Channel:
         raise AMQPError(504, "second 'channel.open' seen")
 
     # -- exchanges ------------------------------------------------------------------------------
-    def handle_exchange_declare(self, m: C.Exchange.Declare) -> None:
+    def handle_exchange_declare(self, m: C.Exchange.Declare) -> Proposing:
         name = m.exchange
         if m.passive:
             self._not_default(name)
@@ -304,28 +319,28 @@ class Channel:
                 if name.startswith("amq."):
                     raise AMQPError(ACCESS_REFUSED,
                                     f"exchange name '{name}' contains reserved prefix 'amq.*'")
-                x = self.node.propose({
+                x = yield self.node.propose({
                     "op": "exchange.declare", "vhost": self.conn.vhost_name, "name": name,
                     "type": m.exchange_type, "durable": m.durable, "auto_delete": m.auto_delete,
-                    "internal": m.internal, "arguments": args}, self.conn)
+                    "internal": m.internal, "arguments": args})
             check_exchange_equivalence(x, m.exchange_type, m.durable, m.auto_delete, m.internal,
                                        args, self._resource("exchange", name))
         if not m.nowait:
             self.send(C.Exchange.DeclareOk())
 
-    def handle_exchange_delete(self, m: C.Exchange.Delete) -> None:
+    def handle_exchange_delete(self, m: C.Exchange.Delete) -> Proposing:
         name = m.exchange
         self._not_default(name)
         if name.startswith("amq."):
             raise AMQPError(ACCESS_REFUSED,
                             f"deletion of system {self._resource('exchange', name)} not allowed")
         self.check_access("configure", "exchange", name)
-        self.node.propose({"op": "exchange.delete", "vhost": self.conn.vhost_name, "name": name,
-                           "if_unused": m.if_unused}, self.conn)
+        yield self.node.propose({"op": "exchange.delete", "vhost": self.conn.vhost_name,
+                                 "name": name, "if_unused": m.if_unused})
         if not m.nowait:
             self.send(C.Exchange.DeleteOk())
 
-    def _exchange_binding(self, m, add: bool) -> None:
+    def _exchange_binding(self, m, add: bool) -> Proposing:
         source, dest = m.source, m.destination
         self._not_default(source)
         self._not_default(dest)
@@ -335,23 +350,23 @@ class Channel:
         self.check_access("read", "exchange", source)
         if add:
             self._exchange(source)
-        self.node.propose({
+        yield self.node.propose({
             "op": "binding.add" if add else "binding.remove", "vhost": self.conn.vhost_name,
             "source": source, "dest_kind": "exchange", "dest": dest,
-            "routing_key": m.routing_key, "arguments": dict(m.arguments or {})}, self.conn)
+            "routing_key": m.routing_key, "arguments": dict(m.arguments or {})})
 
-    def handle_exchange_bind(self, m: C.Exchange.Bind) -> None:
-        self._exchange_binding(m, True)
+    def handle_exchange_bind(self, m: C.Exchange.Bind) -> Proposing:
+        yield from self._exchange_binding(m, True)
         if not m.nowait:
             self.send(C.Exchange.BindOk())
 
-    def handle_exchange_unbind(self, m: C.Exchange.Unbind) -> None:
-        self._exchange_binding(m, False)
+    def handle_exchange_unbind(self, m: C.Exchange.Unbind) -> Proposing:
+        yield from self._exchange_binding(m, False)
         if not m.nowait:
             self.send(C.Exchange.UnbindOk())
 
     # -- queues ---------------------------------------------------------------------------------
-    def handle_queue_declare(self, m: C.Queue.Declare) -> None:
+    def handle_queue_declare(self, m: C.Queue.Declare) -> Proposing:
         name = m.queue
         vhost = self.conn.vhost_name
         if m.passive and name == REPLY_TO:  # the pseudo-queue exists for every channel
@@ -376,13 +391,15 @@ class Channel:
             q = self.node.live_queue(vhost, name)
             if q is None:
                 validate_queue_args(args, self._resource("queue", name))
-                self.node.propose({
+                yield self.node.propose({
                     "op": "queue.declare", "vhost": vhost, "name": name, "durable": m.durable,
-                    "id": uuid.uuid4().hex,
+                    "id": uuid.uuid4().hex, "node": self.node.name,
                     "exclusive_owner": self.conn.id if m.exclusive else None,
-                    "auto_delete": m.auto_delete, "arguments": args}, self.conn)
+                    "auto_delete": m.auto_delete, "arguments": args})
                 q = self.node.live_queue(vhost, name)
-                assert q is not None
+                if q is None:  # deleted again (or declared elsewhere) before we resumed
+                    raise AMQPError(NOT_FOUND, f"{self._resource('queue', name)} was deleted "
+                                    "while it was being declared")
             else:
                 self._check_exclusive(q.record)
                 if (q.record.exclusive_owner is None) == m.exclusive:
@@ -395,7 +412,7 @@ class Channel:
             self.send(codec.make(C.Queue.DeclareOk, queue=name, message_count=q.message_count,
                                         consumer_count=len(q.consumers)))
 
-    def _queue_binding(self, m, add: bool) -> None:
+    def _queue_binding(self, m, add: bool) -> Proposing:
         qname = self._queue_name(m.queue)
         self._not_default(m.exchange)
         self.check_access("write", "queue", qname)
@@ -412,18 +429,18 @@ class Channel:
             if q is not None:
                 self._check_exclusive(q.record)
             self.check_access("read", "exchange", m.exchange)
-        self.node.propose({
+        yield self.node.propose({
             "op": "binding.add" if add else "binding.remove", "vhost": self.conn.vhost_name,
             "source": m.exchange, "dest_kind": "queue", "dest": qname,
-            "routing_key": m.routing_key, "arguments": args}, self.conn)
+            "routing_key": m.routing_key, "arguments": args})
 
-    def handle_queue_bind(self, m: C.Queue.Bind) -> None:
-        self._queue_binding(m, True)
+    def handle_queue_bind(self, m: C.Queue.Bind) -> Proposing:
+        yield from self._queue_binding(m, True)
         if not m.nowait:
             self.send(C.Queue.BindOk())
 
-    def handle_queue_unbind(self, m: C.Queue.Unbind) -> None:
-        self._queue_binding(m, False)
+    def handle_queue_unbind(self, m: C.Queue.Unbind) -> Proposing:
+        yield from self._queue_binding(m, False)
         self.send(C.Queue.UnbindOk())
 
     def handle_queue_purge(self, m: C.Queue.Purge) -> None:
@@ -434,7 +451,7 @@ class Channel:
         if not m.nowait:
             self.send(C.Queue.PurgeOk(message_count=count))
 
-    def handle_queue_delete(self, m: C.Queue.Delete) -> None:
+    def handle_queue_delete(self, m: C.Queue.Delete) -> Proposing:
         qname = self._queue_name(m.queue)
         self.check_access("configure", "queue", qname)
         q = self.node.live_queue(self.conn.vhost_name, qname)
@@ -446,7 +463,7 @@ class Channel:
             if m.if_empty and q.message_count:
                 raise AMQPError(PRECONDITION_FAILED, f"{self._resource('queue', qname)} not empty")
             count = q.message_count
-            self.node.delete_queue(q, self.conn)
+            yield self.node.delete_queue(q)
         if not m.nowait:
             self.send(C.Queue.DeleteOk(message_count=count))
 
@@ -527,17 +544,19 @@ class Channel:
         copy.published_ms, copy.ttl_ms = msg.published_ms, msg.ttl_ms
         return copy
 
-    def handle_basic_cancel(self, m: C.Basic.Cancel) -> None:
+    def handle_basic_cancel(self, m: C.Basic.Cancel) -> Proposing:
         if m.consumer_tag is not None and m.consumer_tag == self.reply_tag:
             self._stop_replies()
             if not m.nowait:
                 self.send(codec.make(C.Basic.CancelOk, consumer_tag=m.consumer_tag))
             return
         consumer = self.consumers.pop(m.consumer_tag, None)
+        if consumer is not None:
+            # an auto-delete queue losing its last consumer is gone before cancel-ok, so a
+            # client declaring it again right after gets a fresh queue (as from RabbitMQ)
+            yield from _quietly(self.node.remove_consumer(consumer))
         if not m.nowait:
             self.send(codec.make(C.Basic.CancelOk, consumer_tag=m.consumer_tag))
-        if consumer is not None:
-            self.node.remove_consumer(consumer)
 
     def handle_basic_get(self, m: C.Basic.Get) -> None:
         qname = self._queue_name(m.queue)
@@ -858,6 +877,15 @@ class Channel:
         self.tx_ops = []
         if self.unacked:
             self.requeue_all()
+
+
+def _quietly(p: Pending | None) -> Proposing:
+    """Wait for a side effect's command (an auto-delete) without failing the method."""
+    if p is not None:
+        try:
+            yield p
+        except AMQPError as e:
+            log.warning("%s", e.reply_text)
 
 
 _HANDLERS: dict[tuple[int, int], Callable[[Channel, Any], None]] = {

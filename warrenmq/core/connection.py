@@ -92,6 +92,9 @@ class Connection:
         self.has_published = False
         self.blocked = False  # by a resource alarm: the shell stops reading while True
         self.blocked_reason = ""
+        # a channel handler waits for a metadata command: no frame is handled until it is
+        # resumed (the shell stops reading meanwhile), so every method keeps its order
+        self.parked = False
 
     # -- output ---------------------------------------------------------------------------------
     def hold_output(self) -> None:
@@ -140,6 +143,9 @@ class Connection:
             return
         buf = self.buf + data if self.buf else data
         self.bytes_in += len(data)
+        if self.parked:
+            self.buf = buf
+            return
         if self.state == AWAIT_HEADER:
             if len(buf) < 8:
                 if PROTOCOL_HEADER.startswith(buf[:len(PROTOCOL_HEADER)]):
@@ -156,6 +162,11 @@ class Connection:
         except AMQPError as e:
             self.buf = b""
             self._connection_error(e)
+
+    def pump(self) -> None:
+        """Handle every buffered frame now (for callers without a loop to pace reading)."""
+        while self.backlog and not self.parked and self.state < CLOSED:
+            self.receive_data(b"")
 
     def _frames(self, buf: bytes) -> bytes:
         pos = 0
@@ -184,6 +195,8 @@ class Connection:
             self._frame(ftype, channel, payload)
             if self.state >= CLOSED:
                 return b""
+            if self.parked:
+                break
             frame_max = self.frame_max
         return buf[pos:] if pos < n else b""
 
@@ -247,6 +260,51 @@ class Connection:
             if e.hard:
                 raise
             self._channel_error(ch, e)
+
+    # -- handlers waiting for metadata commands ------------------------------------------------
+    def drive(self, ch: Channel, gen, class_id: int, method_id: int, value=None,
+              error: BaseException | None = None) -> None:
+        """Run a proposing handler (see channel.Proposing) until it returns or waits on a
+        command whose outcome is not known yet; then park until it is."""
+        while True:
+            try:
+                p = gen.send(value) if error is None else gen.throw(error)
+            except StopIteration:
+                return
+            if not p.done:
+                self.parked = True
+                p.on_done(lambda p: self._resume(ch, gen, class_id, method_id, p))
+                return
+            value, error = p.value, p.error
+
+    def _resume(self, ch: Channel, gen, class_id: int, method_id: int, p) -> None:
+        self.parked = False
+        if self.state >= CLOSED:
+            gen.close()
+            return
+        if self.channels.get(ch.number) is not ch:  # closed meanwhile
+            gen.close()
+        else:
+            try:
+                try:
+                    self.drive(ch, gen, class_id, method_id, p.value, p.error)
+                except AMQPError as e:
+                    e = e.on(class_id, method_id)
+                    if e.hard:
+                        raise
+                    self._channel_error(ch, e)
+            except AMQPError as e:
+                self.buf = b""
+                self._connection_error(e)
+                self.node.resumed(self)
+                return
+        if not self.parked and self.buf and self.state < CLOSED:
+            try:
+                self.buf = self._frames(self.buf)
+            except AMQPError as e:
+                self.buf = b""
+                self._connection_error(e)
+        self.node.resumed(self)
 
     def _closing_channel_frame(self, channel: int, ftype: int, payload: bytes) -> None:
         if ftype != FRAME_METHOD or len(payload) < 4:

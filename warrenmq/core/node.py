@@ -1,7 +1,9 @@
 """The broker state of one node: metadata, live queues, connections; sans I/O.
 
-`propose` applies a metadata command (locally today; through Raft once the node is in a
-cluster: callers do not change) and carries out its effects on live queues. Connections
+`propose` hands a metadata command to the node's metadata log and returns a `Pending`;
+the log orders it (a Raft group: one member on a lone node, every node of a cluster) and
+calls `committed` on every node, which applies it to the MetaMachine, carries out its
+effects on live queues and answers the proposer on the node it came from. Connections
 write into their own buffers and register in `dirty`; the shell drains `dirty` after each
 batch of input (`flush`), which is what coalesces writes and publisher confirms.
 """
@@ -24,10 +26,12 @@ from ..meta.policies import effective_policy, effective_value
 from ..queues.classic import ClassicQueue
 from .dead_letter import dead_letter_copy, is_cycle
 from .journal import Journal, NullJournal
+from .metalog import LocalMetaLog, MetaLog
+from .pending import Pending
 from .queue_settings import apply_queue_settings
 
 if TYPE_CHECKING:
-    from ..meta.records import ExchangeRecord
+    from ..meta.records import ExchangeRecord, QueueRecord
     from .channel import Channel
     from .connection import Connection
     from .consumer import Consumer
@@ -52,45 +56,74 @@ class Node:
         self.timed: set[ClassicQueue] = set()  # queues with TTL or expiry to run
         self.reply_channels: dict[str, Channel] = {}  # direct reply-to key -> channel
         self.msgs_published = 0  # basic.publish accepted (management's publish rate)
+        self.name = config.nodename
+        self.meta_log: MetaLog = LocalMetaLog()
+        # proposals of this node waiting for their command to be applied, by reference;
+        # `origin` tells this incarnation's commands from those of an earlier run
+        self.origin = f"{self.name}/{id(self):x}"
+        self._waiting: dict[int, Pending] = {}
+        self._next_ref = 0
+        self.on_applied: list = []  # shell hooks run after each committed command
+        self.on_resumed: list = []  # shell hooks run when a parked connection resumes
+        self.cluster_size = 1  # voters of the metadata group, kept up to date by the shell
 
     # -- boot -------------------------------------------------------------------------------------
-    def bootstrap(self) -> None:
+    def bootstrap(self) -> list[Pending]:
         """First start: the default vhost and user, as RabbitMQ creates them."""
         cfg = self.config
-        self.propose({"op": "vhost.add", "name": cfg.default_vhost})
-        self.propose({"op": "user.add", "name": cfg.default_user,
-                      "password_hash": hash_password(cfg.default_pass),
-                      "tags": ["administrator"]})
-        self.propose({"op": "permission.set", "user": cfg.default_user,
-                      "vhost": cfg.default_vhost, "configure": ".*", "write": ".*",
-                      "read": ".*"})
+        return [
+            self.propose({"op": "vhost.add", "name": cfg.default_vhost}),
+            self.propose({"op": "user.add", "name": cfg.default_user,
+                          "password_hash": hash_password(cfg.default_pass),
+                          "tags": ["administrator"]}),
+            self.propose({"op": "permission.set", "user": cfg.default_user,
+                          "vhost": cfg.default_vhost, "configure": ".*", "write": ".*",
+                          "read": ".*"}),
+        ]
 
     # -- metadata -----------------------------------------------------------------------------------
-    def propose(self, command: dict, conn: Connection | None = None) -> Any:
-        """Apply a metadata command and log it. With `conn`, that connection's output is held
-        until the command is on disk when it changes durable state, so its reply (and
-        anything after it) goes out only once the change would survive a crash."""
+    def propose(self, command: dict) -> Pending:
+        """Submit a metadata command; the Pending gets its reply once it is applied here (an
+        AMQPError reply fails it)."""
+        self._next_ref += 1
+        ref = self._next_ref
+        p = Pending()
+        self._waiting[ref] = p
+        self.meta_log.submit(self, self.origin, ref, command)
+        return p
+
+    def committed(self, command: dict, origin: str = "", ref: int = 0) -> Any:
+        """The metadata log committed `command`: apply it, and answer it if it came from here."""
         reply = self.apply(command)
-        if isinstance(reply, AMQPError):
-            raise reply
-        self.journal.log_meta(command)
-        if conn is not None and self.journal.durable and _durable_change(command):
-            conn.hold_output()
-            self.journal.after_sync(conn.release_output)
+        if origin == self.origin:
+            p = self._waiting.pop(ref, None)
+            if p is not None:
+                if isinstance(reply, AMQPError):
+                    p.fail(reply)
+                else:
+                    p.resolve(reply)
+        for hook in self.on_applied:
+            hook(command)
         return reply
 
+    def refused(self, ref: int, error: BaseException) -> None:
+        """The metadata log could not take command `ref` (no majority, node stopping)."""
+        p = self._waiting.pop(ref, None)
+        if p is not None:
+            p.fail(error)
+
+    def fail_waiting(self, error: BaseException) -> None:
+        waiting, self._waiting = self._waiting, {}
+        for p in waiting.values():
+            p.fail(error)
+
     def apply(self, command: dict) -> Any:
-        """Apply without logging (recovery replays through here)."""
+        """Apply to the MetaMachine and to the live queues of this node."""
         reply, effects = self.meta.apply(command)
         for kind, record in effects:
             if kind == "queue.created":
-                q = ClassicQueue(record, self.journal, self.config.queue_page_bytes)
-                q.on_dead = self.dead_letter
-                q.clock = self.clock
-                q.on_timed = self.timed.add
-                q.last_used_ms = self.now_ms
-                apply_queue_settings(q, record.arguments, self._queue_policy(q))
-                self.queues.setdefault(record.vhost, {})[record.name] = q
+                if not record.node or record.node == self.name:
+                    self.create_live_queue(record)  # a classic queue lives where declared
             elif kind == "policy.changed":
                 for q in self.queues.get(record, {}).values():
                     apply_queue_settings(q, q.record.arguments, self._queue_policy(q))
@@ -102,12 +135,22 @@ class Node:
                     self._queue_gone(q)
         return reply
 
+    def create_live_queue(self, record: QueueRecord) -> ClassicQueue:
+        q = ClassicQueue(record, self.journal, self.config.queue_page_bytes)
+        q.on_dead = self.dead_letter
+        q.clock = self.clock
+        q.on_timed = self.timed.add
+        q.last_used_ms = self.now_ms
+        apply_queue_settings(q, record.arguments, self._queue_policy(q))
+        self.queues.setdefault(record.vhost, {})[record.name] = q
+        return q
+
     def live_queue(self, vhost: str, name: str) -> ClassicQueue | None:
         qs = self.queues.get(vhost)
         return qs.get(name) if qs else None
 
-    def delete_queue(self, q: ClassicQueue, conn: Connection | None = None) -> None:
-        self.propose({"op": "queue.delete", "vhost": q.vhost, "name": q.name}, conn)
+    def delete_queue(self, q: ClassicQueue) -> Pending:
+        return self.propose({"op": "queue.delete", "vhost": q.vhost, "name": q.name})
 
     def _queue_gone(self, q: ClassicQueue) -> None:
         q.delete()
@@ -119,12 +162,14 @@ class Node:
                 if ch.conn.capabilities.get("consumer_cancel_notify"):
                     ch.send(codec.make(C.Basic.Cancel, consumer_tag=consumer.tag, nowait=True))
 
-    def remove_consumer(self, consumer: Consumer) -> None:
+    def remove_consumer(self, consumer: Consumer) -> Pending | None:
+        """Returns the auto-delete of the queue, when its last consumer went."""
         q = consumer.queue
         q.remove_consumer(consumer)
         q.last_used_ms = self.now_ms
         if q.record.auto_delete and not q.consumers and q.had_consumers and not q.deleted:
-            self.delete_queue(q)
+            return self.delete_queue(q)
+        return None
 
     def clock(self) -> float:
         return self.now_ms
@@ -329,6 +374,16 @@ class Node:
         if shell is not None:
             shell.update_reading()
 
+    def resumed(self, conn: Connection) -> None:
+        """A parked connection got its metadata reply: the shell flushes and reads again."""
+        shell = getattr(conn, "shell", None)
+        if shell is not None:
+            shell.update_reading()
+        else:  # no socket to pace the reading (in-process tests): handle what is buffered
+            conn.pump()
+        for hook in self.on_resumed:
+            hook(conn)
+
     def blocked_reason(self) -> str:
         return "low on " + " and ".join(sorted(self.alarms))
 
@@ -352,26 +407,25 @@ class Node:
         dirty, self.dirty = self.dirty, []
         return dirty
 
-    def remove_transient(self) -> None:
-        """After recovery: what was not durable did not survive the restart (RabbitMQ's rule:
-        non-durable and exclusive queues, non-durable exchanges)."""
+    def remove_transient(self) -> list[Pending]:
+        """After a restart of this node: what was not durable did not survive it (RabbitMQ's
+        rule: non-durable and exclusive queues of this node; non-durable exchanges, unless
+        other nodes are running and still use them)."""
+        out = []
         for vhost in list(self.meta.vhosts.values()):
             for q in list(vhost.queues.values()):
+                if q.node and q.node != self.name:
+                    continue
                 if not q.durable or q.exclusive_owner is not None:
-                    self.propose({"op": "queue.delete", "vhost": vhost.name, "name": q.name})
+                    out.append(self.propose({"op": "queue.delete", "vhost": vhost.name,
+                                             "name": q.name}))
+            if self.cluster_size > 1:
+                continue
             for x in list(vhost.exchanges.values()):
                 if not x.durable:
-                    self.propose({"op": "exchange.delete", "vhost": vhost.name,
-                                  "name": x.name})
-
-
-def _durable_change(command: dict) -> bool:
-    op = command["op"]
-    if op == "queue.declare":
-        return bool(command["durable"]) and command.get("exclusive_owner") is None
-    if op == "exchange.declare":
-        return bool(command["durable"])
-    return True
+                    out.append(self.propose({"op": "exchange.delete", "vhost": vhost.name,
+                                             "name": x.name}))
+        return out
 
 
 def encode_close(reply_code: int, reply_text: str) -> bytes:

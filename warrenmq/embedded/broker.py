@@ -141,6 +141,7 @@ class Broker:
         if self.given_data_dir is not None:
             self.given_data_dir.mkdir(parents=True, exist_ok=True)
             self.data_dir = self.given_data_dir
+            self.nodename = _stable_nodename(self.data_dir, self.nodename)
         else:
             self.data_dir = self._temp_dir("warrenmq-data-")
         self._write_enabled_plugins(self.data_dir)
@@ -291,3 +292,14 @@ def _stop_forgotten_brokers() -> None:
             broker.stop(timeout_s=5.0)
         except Exception:  # noqa: BLE001 - best effort at interpreter exit
             pass
+
+
+def _stable_nodename(data_dir: Path, fresh: str) -> str:
+    """A data directory belongs to a node name (queues live on a named node, as RabbitMQ's
+    data does): a broker restarted on a given directory takes the name it first had."""
+    path = data_dir / "embedded.nodename"
+    if path.exists():
+        return path.read_text().strip() or fresh
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(fresh + "\n")
+    return fresh

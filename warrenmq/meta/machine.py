@@ -8,7 +8,11 @@ by the caller before proposing. A command that can no longer apply returns an `A
 its reply instead of raising, so every replica stays in step.
 
 Effects tell the node what to do outside the metadata: ("queue.created", record),
-("queue.deleted", record), ("exchange.deleted", record) and ("policy.changed", vhost name).
+("queue.deleted", record), ("exchange.deleted", record), ("policy.changed", vhost name) and
+("members.changed", None).
+
+The cluster's members are metadata too: `members` maps each node name to its Raft id; the
+shell keeps the metadata group's voters and its links in step with it.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ class MetaMachine:
         self.permissions: dict[tuple[str, str], Permission] = {}
         # (user, vhost) -> exchange -> topic permission
         self.topic_permissions: dict[tuple[str, str], dict[str, TopicPermission]] = {}
+        self.members: dict[str, int] = {}  # node name -> Raft node id
+        self.cluster_name = ""
         self.applied_index = 0
 
     # -- the single entry point -------------------------------------------------------------
@@ -53,6 +59,11 @@ class MetaMachine:
         """Commands rebuilding what the journal's generic snapshot does not cover: hashing
         algorithms (user.put overwrites the user.add before it), topic permissions, policies."""
         out: list[dict] = [
+            {"op": "member.add", "name": name, "id": node_id}
+            for name, node_id in self.members.items()]
+        if self.cluster_name:
+            out.append({"op": "cluster_name.set", "name": self.cluster_name})
+        out += [
             {"op": "user.put", "name": u.name, "password_hash": u.password_hash,
              "tags": list(u.tags), "hashing_algorithm": u.hashing_algorithm}
             for u in self.users.values()]
@@ -65,6 +76,24 @@ class MetaMachine:
                      "definition": dict(p.definition), "priority": p.priority,
                      "apply_to": p.apply_to} for p in v.policies.values()]
         return out
+
+    # -- cluster members --------------------------------------------------------------------
+    def _member_add(self, c: dict, fx: Effects) -> Any:
+        self.members[c["name"]] = int(c["id"])
+        if c.get("cluster_name") and not self.cluster_name:
+            self.cluster_name = c["cluster_name"]
+        fx.append(("members.changed", None))
+        return dict(self.members)
+
+    def _member_remove(self, c: dict, fx: Effects) -> Any:
+        if self.members.pop(c["name"], None) is None:
+            return AMQPError(NOT_FOUND, f"node {c['name']} is not a member of the cluster")
+        fx.append(("members.changed", None))
+        return dict(self.members)
+
+    def _cluster_name_set(self, c: dict, fx: Effects) -> Any:  # noqa: ARG002
+        self.cluster_name = c["name"]
+        return self.cluster_name
 
     # -- users, vhosts, permissions ---------------------------------------------------------
     def _user_add(self, c: dict, fx: Effects) -> Any:
@@ -227,7 +256,8 @@ class MetaMachine:
             return found
         q = QueueRecord(c["vhost"], c["name"], c["durable"], c.get("exclusive_owner"),
                         c["auto_delete"], dict(c.get("arguments") or {}),
-                        c.get("type", "classic"), c.get("id") or f"{c['vhost']}/{c['name']}")
+                        c.get("type", "classic"), c.get("id") or f"{c['vhost']}/{c['name']}",
+                        c.get("node") or "")
         vhost.queues[q.name] = q
         fx.append(("queue.created", q))
         # every queue is bound to the default exchange by its name (implicitly, see route())

@@ -65,6 +65,7 @@ class QueueRecord:
     arguments: dict = field(default_factory=dict)
     type: str = "classic"
     id: str = ""  # this incarnation of the name: journal records refer to it
+    node: str = ""  # the node a classic queue lives on ("" in a node-less test machine)
 
 
 @dataclass(eq=False)

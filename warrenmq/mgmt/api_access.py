@@ -17,6 +17,7 @@ from ..amqp.constants import CONNECTION_FORCED
 from ..amqp.errors import AMQPError
 from ..meta import definitions, policies
 from ..meta.access import hash_password
+from ..server.metalog import wait
 from .http import (
     ApiError,
     bad_request,
@@ -34,11 +35,9 @@ from .router import Call, amqp_error, route
 
 async def propose(call: Call, command: dict) -> Any:
     try:
-        reply = call.node.propose(command)
+        return await wait(call.node.propose(command))
     except AMQPError as e:
         raise amqp_error(e) from None
-    await call.ctx.synced()
-    return reply
 
 
 def close_connections(call: Call, match: Any, reason: str) -> None:
@@ -379,13 +378,13 @@ async def _import(call: Call, doc: Any) -> web.Response:
         commands, _notes = definitions.plan_import(call.node.meta, doc)
     except definitions.DefinitionsError as e:
         raise bad_request(str(e)) from None
-    for command in commands:
+    pending = [(command, call.node.propose(command)) for command in commands]
+    for command, p in pending:
         try:
-            call.node.propose(command)
+            await wait(p)
         except AMQPError as e:
             raise ApiError(400, "bad_request", f"import stopped at {command['op']}: "
                            f"{e.text}") from None
-    await call.ctx.synced()
     return no_content()
 
 

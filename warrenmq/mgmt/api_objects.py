@@ -18,6 +18,7 @@ from pamqp import commands as C
 
 from ..amqp import codec
 from ..amqp.errors import AMQPError
+from ..server.metalog import finish
 from .direct import DirectSession
 from .http import (
     ApiError,
@@ -48,15 +49,15 @@ def _session(call: Call, vhost: str) -> DirectSession:
     return DirectSession(call.node, call.user.name, vhost)
 
 
-async def _run(call: Call, vhost: str, action: Any) -> Any:
-    """Run `action(channel)` on a direct session; wait until its changes are durable."""
+async def _run(call: Call, vhost: str, action: Any) -> None:
+    """Run `action(channel)` on a direct session, to the end of its metadata commands
+    (applied, hence committed: on disk on a majority of the nodes)."""
     session = _session(call, vhost)
     try:
-        result = action(session.channel)
+        await finish(action(session.channel))
     finally:
         session.close()
-    await call.ctx.synced()
-    return result
+    await call.ctx.synced()  # what is not metadata (a purge's settlements) is on disk too
 
 
 def _bool(body: dict, key: str, default: bool) -> bool:

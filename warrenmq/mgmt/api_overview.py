@@ -18,6 +18,7 @@ from pamqp import commands as C
 from .. import __version__
 from ..amqp import codec
 from ..core.exchanges import EXCHANGE_TYPES
+from ..server.metalog import finish
 from . import plugins
 from .direct import DirectSession
 from .http import ApiError, bad_request, json_response, not_found
@@ -315,7 +316,8 @@ async def aliveness(call: Call) -> web.Response:
     session = DirectSession(call.node, call.user.name, v.name)
     try:
         ch = session.channel
-        ch.handle_queue_declare(C.Queue.Declare(queue="aliveness-test", durable=False))
+        await finish(ch.handle_queue_declare(C.Queue.Declare(queue="aliveness-test",
+                                                             durable=False)))
         ch.handle_queue_purge(C.Queue.Purge(queue="aliveness-test"))
         body = b"test_message"
         header = codec.encode_header_payload(len(body), C.Basic.Properties())

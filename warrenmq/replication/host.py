@@ -26,6 +26,26 @@ with a new incarnation, wakes every group it is a voter of (its leaders then bri
 to date). Any activity (proposal, non-heartbeat message, Ready with entries or commits)
 wakes a group.
 
+Peers. The nodes the host heartbeats and watches are the voters of its groups (plus the
+static `peers` it was built with): a conf change or an installed snapshot that changes a
+group's voters changes that set, so a node removed from every group it shared with us is
+no longer sent to.
+
+Membership. `propose_conf_change` adds or removes one voter (the Raft core's single-server
+changes). A node added to an existing group calls `add_group` with the group's current
+voters, itself included, and an empty log: it waits as a follower (its pre-votes cannot win
+with an empty log, and cannot raise anyone's term) until the leader, once the change is
+applied there, brings it up to date with entries or, if they are compacted, a snapshot.
+
+Compaction. `compact(group, data)` snapshots a group at its applied index with `data` as
+the state machine image. It runs inside the loop between turns, when everything the group
+has handed to the WAL is also in its in-memory storage, and writes in ONE WAL batch the
+snapshot, the current hard state and every entry after the snapshot index. A snapshot
+record replaces a group's whole log on replay, so that batch alone restores the group: the
+future resolves (once it is durable) with the batch's WAL `Location`, and every segment
+before the lowest such `segment_id` over all groups (and the node's other WAL users) may be
+deleted. `remove_group` writes a RAFT_REMOVED record so that a replay forgets the group.
+
 The host does not own the WAL: the node's composition root opens it once, passes the
 recovered records to `recover` (other kinds are skipped) and closes it after `stop`.
 """
@@ -36,11 +56,15 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from warrenmq.raft import (
     NONE,
+    ConfChange,
+    ConfChangeOp,
     EntryKind,
     MemoryStorage,
     Message,
@@ -52,7 +76,7 @@ from warrenmq.raft import (
     Ready,
     Role,
 )
-from warrenmq.store.wal import WAL, WALError
+from warrenmq.store.wal import WAL, Location, WALError
 
 from . import records
 from .transport import Batch, Transport
@@ -105,7 +129,7 @@ class HostStats:
 
 
 class _Group:
-    __slots__ = ("id", "node", "storage", "apply", "restore", "pending", "idle_ticks")
+    __slots__ = ("id", "node", "storage", "apply", "restore", "pending", "idle_ticks", "voters")
 
     def __init__(
         self,
@@ -123,6 +147,15 @@ class _Group:
         # index -> (term, future): proposals of this leader waiting for their entry.
         self.pending: dict[int, tuple[int, asyncio.Future[object]]] = {}
         self.idle_ticks = 0
+        self.voters: frozenset[int] = frozenset()  # as counted in the host's peer set
+
+
+@dataclass(slots=True)
+class _Compaction:
+    group: _Group
+    index: int
+    data: bytes
+    future: asyncio.Future[Location]
 
 
 class RaftHost:
@@ -151,7 +184,10 @@ class RaftHost:
         self.stats = HostStats()
         self._groups: dict[str, _Group] = {}
         self._recovered: dict[str, records.RecoveredGroup] = {}
-        self._peers: set[int] = set(peers) - {node_id}
+        self._static_peers: frozenset[int] = frozenset(peers) - {node_id}
+        self._voter_refs: Counter[int] = Counter()  # peer -> groups it is a voter of
+        self._peers: set[int] = set(self._static_peers)
+        self._compactions: list[_Compaction] = []
         self._awake: set[_Group] = set()
         self._dirty: set[_Group] = set()
         self._inbox: list[Batch] = []
@@ -193,7 +229,8 @@ class RaftHost:
         node = RaftNode(self.node_id, storage, self.rng, self.config)
         g = _Group(group_id, node, storage, apply, restore)
         self._groups[group_id] = g
-        self._peers |= (voter_set | snap.voters) - {self.node_id}
+        # Until the log replays, the group may name more voters than its snapshot's.
+        self._set_voters(g, node.voters | voter_set)
         self._touch(g)
         if len(node.voters) == 1 and self.node_id in node.voters:
             node.campaign()  # a group of one needs no timeout to know it wins
@@ -220,6 +257,10 @@ class RaftHost:
                 await task
         for g in self._groups.values():
             self._fail_pending(g, HostStopped(f"node {self.node_id} stopped"))
+        compactions, self._compactions = self._compactions, []
+        for c in compactions:
+            if not c.future.done():
+                c.future.set_exception(HostStopped(f"node {self.node_id} stopped"))
 
     # -- the API ------------------------------------------------------------------------
     def propose(self, group_id: str, data: bytes) -> asyncio.Future[object]:
@@ -249,6 +290,102 @@ class RaftHost:
         self._kick()
         return fut
 
+    def propose_conf_change(
+        self, group_id: str, op: ConfChangeOp, node_id: int
+    ) -> asyncio.Future[object]:
+        """Add or remove one voter. The future gets the group's new voter set once the
+        change is applied here, or NotLeader, ProposalDropped (a change is still pending),
+        RaftError (already a voter / not a voter), LeadershipLost..."""
+        fut, g = self._new_future(group_id)
+        if g is None:
+            return fut
+        try:
+            index = g.node.propose_conf_change(ConfChangeOp(op), node_id)
+        except RaftError as exc:
+            fut.set_exception(exc)
+            return fut
+        g.pending[index] = (g.node.term, fut)
+        self._touch(g)
+        self._dirty.add(g)
+        self._kick()
+        return fut
+
+    def transfer_leadership(self, group_id: str, to: int) -> None:
+        """Ask this node's leadership of `group_id` to pass to node `to` (NotLeader if this
+        node does not lead; RaftError if `to` is not a voter). Proposals are refused until
+        the transfer ends; it is abandoned after an election timeout."""
+        g = self._get(group_id)
+        g.node.transfer_leadership(to)
+        self._touch(g)
+        self._dirty.add(g)
+        self._kick()
+
+    def compact(self, group_id: str, data: bytes) -> asyncio.Future[Location]:
+        """Snapshot `group_id` at its applied index, `data` being the state machine's image
+        at that index (take it between two awaits: the host applies and advances in one
+        step, so the image and the index agree there). The future resolves, once durable,
+        with the WAL Location of the compaction batch (snapshot, hard state, entries after
+        it): the group needs no record before that location, so segments before
+        `location.segment_id` are free of it. If the group meanwhile installed a newer
+        snapshot from its leader, that snapshot is rewritten instead and `data` unused."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Location] = loop.create_future()
+        g = self._groups.get(group_id)
+        if g is None:
+            fut.set_exception(UnknownGroup(group_id))
+        elif self._stopping or self._task is None:
+            fut.set_exception(HostStopped(f"node {self.node_id} is not running"))
+        else:
+            self._compactions.append(_Compaction(g, g.node.applied_index, bytes(data), fut))
+            self._kick()
+        return fut
+
+    def remove_group(self, group_id: str) -> None:
+        """Stop hosting `group_id` here: its waiting proposals fail, its peers are dropped
+        unless another group needs them, and a record tells the next replay to forget it.
+        (Removing this node from the group's configuration is `propose_conf_change`'s job;
+        this is what follows it.) A group recovered from the WAL but never added can be
+        removed too, before or after `start`."""
+        g = self._groups.pop(group_id, None)
+        if g is None and self._recovered.pop(group_id, None) is None:
+            raise UnknownGroup(group_id)
+        if g is not None:
+            self._awake.discard(g)
+            self._dirty.discard(g)
+            self._set_voters(g, frozenset())
+            self._fail_pending(g, UnknownGroup(group_id))
+        if not self._stopping:
+            self.wal.append(records.RAFT_REMOVED, records.encode_removed(group_id))
+
+    def status(self, group_id: str) -> dict[str, Any]:
+        """The group as this node sees it; a leader adds each voter's match index."""
+        g = self._get(group_id)
+        node = g.node
+        out: dict[str, Any] = {
+            "group": group_id,
+            "node_id": self.node_id,
+            "role": node.role.value,
+            "term": node.term,
+            "leader_id": node.leader_id,
+            "commit_index": node.commit_index,
+            "applied_index": node.applied_index,
+            "last_index": node.log.last_index(),
+            "snapshot_index": g.storage.snapshot().index,
+            "voters": sorted(node.voters),
+            "quiet": g not in self._awake,
+        }
+        if node.role is Role.LEADER:
+            out["match_index"] = {v: pr.match_index for v, pr in sorted(node.progress.items())}
+            out["progress"] = {v: pr.state.value for v, pr in sorted(node.progress.items())}
+        return out
+
+    def groups(self) -> list[str]:
+        return sorted(self._groups)
+
+    def peers(self) -> frozenset[int]:
+        """The nodes this host heartbeats and watches."""
+        return frozenset(self._peers)
+
     def leader(self, group_id: str) -> int:
         """The node believed to lead `group_id` (0 if none is known)."""
         g = self._groups.get(group_id)
@@ -275,6 +412,45 @@ class RaftHost:
         return frozenset(self._suspected)
 
     # -- the loop -----------------------------------------------------------------------
+    def _get(self, group_id: str) -> _Group:
+        g = self._groups.get(group_id)
+        if g is None:
+            raise UnknownGroup(group_id)
+        return g
+
+    def _new_future(self, group_id: str) -> tuple[asyncio.Future[object], _Group | None]:
+        """A future for a proposal, already failed (and no group) if it cannot be made."""
+        fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        g = self._groups.get(group_id)
+        if g is None:
+            fut.set_exception(UnknownGroup(group_id))
+            return fut, None
+        if self._stopping or self._task is None:
+            fut.set_exception(HostStopped(f"node {self.node_id} is not running"))
+            return fut, None
+        return fut, g
+
+    def _set_voters(self, g: _Group, voters: frozenset[int]) -> None:
+        """Count `g`'s voters in the peer set: peers come and go with the groups."""
+        old = g.voters
+        if voters == old:
+            return
+        g.voters = voters
+        self._voter_refs.update(voters - old)
+        self._voter_refs.subtract(old - voters)
+        for peer in (old | voters) - {self.node_id}:
+            wanted = self._voter_refs[peer] > 0 or peer in self._static_peers
+            if wanted and peer not in self._peers:
+                self._peers.add(peer)
+                self._heard[peer] = self._tick_no  # a new peer gets a full timeout's grace
+            elif not wanted and peer in self._peers:
+                self._peers.discard(peer)
+                self._heard.pop(peer, None)
+                self._suspected.discard(peer)
+                self._incarnations.pop(peer, None)
+            if self._voter_refs[peer] <= 0:
+                del self._voter_refs[peer]
+
     def _kick(self) -> None:
         if self._wake is not None:
             self._wake.set()
@@ -294,7 +470,7 @@ class RaftHost:
         try:
             while not self._stopping:
                 timeout = next_tick - loop.time()
-                if timeout > 0 and not self._inbox and not self._dirty:
+                if timeout > 0 and not self._inbox and not self._dirty and not self._compactions:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), timeout)
                     if self._stopping:
@@ -309,6 +485,8 @@ class RaftHost:
                     next_tick = max(next_tick + self.tick_interval_s, now)
                 self._step_inbox()
                 await self._handle_readies(heartbeat_due)
+                if self._compactions:
+                    self._compact()
         except WALError:
             # Nothing more may be acknowledged on a node whose log failed.
             log.exception("node %s: the WAL failed; the Raft host stops", self.node_id)
@@ -373,8 +551,10 @@ class RaftHost:
         for batch in inbox:
             self.stats.batches_received += 1
             peer = batch.from_node
-            self._peers.add(peer)
-            self._heard[peer] = self._tick_no
+            # Only peers are heard: a sender outside every group (a node added to a group
+            # whose change is not applied here yet) must not join the heartbeat set.
+            if peer in self._peers:
+                self._heard[peer] = self._tick_no
             known = self._incarnations.get(peer)
             self._incarnations[peer] = batch.incarnation
             if peer in self._suspected or (known is not None and known != batch.incarnation):
@@ -416,6 +596,8 @@ class RaftHost:
             # Even a commit-only hard state waits: the WAL fsyncs every batch anyway, and
             # "nothing leaves before everything appended is durable" is a simple invariant.
             await self._durable()
+        # A group removed while its records were being made durable is not served further.
+        work = [(g, rd) for g, rd in work if self._groups.get(g.id) is g]
         for g, rd in work:
             if rd.snapshot is not None:
                 g.storage.apply_snapshot(rd.snapshot)
@@ -445,10 +627,75 @@ class RaftHost:
             for e in rd.committed_entries:
                 self._apply(g, e.index, e.term, e.kind, e.data)
             g.node.advance(rd)
+            if g.voters != g.node.voters:  # a conf change applied, or a snapshot installed
+                self._set_voters(g, g.node.voters)
             if g.pending and g.node.role is not Role.LEADER:
                 self._fail_pending(g, LeadershipLost(g.id, g.node.leader_id))
             if g.node.has_ready():
                 self._dirty.add(g)
+
+    def _compact(self) -> None:
+        """Carry out the queued compactions. Called between turns only: every record the
+        groups handed to the WAL is then in their storage too, so the batch written here
+        is complete and later records can only extend it."""
+        todo, self._compactions = self._compactions, []
+        batch: list[tuple[int, bytes]] = []
+        done: list[tuple[_Compaction, int]] = []
+        for c in todo:
+            g = c.group
+            if self._groups.get(g.id) is not g:
+                c.future.set_exception(UnknownGroup(g.id))
+                continue
+            storage = g.storage
+            snap = storage.snapshot()
+            if c.index > snap.index:
+                snap = storage.create_snapshot(c.index, self._voters_at(g, c.index), c.data)
+            first = len(batch)
+            batch.append((records.RAFT_SNAPSHOT, records.encode_snapshot(g.id, snap)))
+            batch.append(
+                (records.RAFT_HARD_STATE, records.encode_hard_state(g.id, storage.hard_state))
+            )
+            last = storage.last_index()
+            if last > snap.index:
+                entries = storage.entries(snap.index + 1, last + 1, 1 << 62)
+                batch.append((records.RAFT_ENTRIES, records.encode_entries(g.id, entries)))
+            storage.compact(snap.index)
+            done.append((c, first))
+        if not batch:
+            return
+        try:
+            locations = self.wal.append_many(batch)
+        except WALError as exc:
+            for c, _ in done:
+                c.future.set_exception(exc)
+            raise
+        self.stats.wal_batches += 1
+        self.stats.records += len(batch)
+
+        def durable(error: WALError | None) -> None:
+            for c, first in done:
+                if c.future.done():
+                    continue
+                if error is None:
+                    c.future.set_result(locations[first])
+                else:
+                    c.future.set_exception(error)
+
+        self.wal.on_durable(durable)
+
+    @staticmethod
+    def _voters_at(g: _Group, index: int) -> frozenset[int]:
+        """The group's voters in force at `index` (a stored index past the snapshot): the
+        snapshot's, changed by the conf-change entries up to `index`. The node's current
+        voters may already be later ones (an incoming snapshot sets them early)."""
+        storage = g.storage
+        snap = storage.snapshot()
+        voters = snap.voters
+        if index > snap.index:
+            for e in storage.entries(snap.index + 1, index + 1, 1 << 62):
+                if e.kind is EntryKind.CONF_CHANGE:
+                    voters = ConfChange.decode(e.data).voters
+        return voters
 
     async def _durable(self) -> None:
         fut: asyncio.Future[WALError | None] = asyncio.get_running_loop().create_future()
@@ -464,8 +711,10 @@ class RaftHost:
 
     def _apply(self, g: _Group, index: int, term: int, kind: EntryKind, data: bytes) -> None:
         waiting = g.pending.pop(index, None)
-        if kind is not EntryKind.NORMAL or not data:
-            result: object = None  # conf changes are the core's; empty ones are no-ops
+        if kind is EntryKind.CONF_CHANGE:
+            result: object = ConfChange.decode(data).voters  # the core applies it in advance
+        elif not data:
+            result = None  # a leader's no-op entry
         else:
             try:
                 result = g.apply(index, data)

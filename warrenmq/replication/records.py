@@ -7,7 +7,12 @@ Record kinds (the store's journal owns 1-5; these must stay distinct from them):
                    replaces the suffix from there (a follower's log overwritten by a leader)
   RAFT_HARD_STATE  [group][term u64][vote u64][commit u64]
   RAFT_SNAPSHOT    [group][index u64][term u64][voter count u32][voter u64...][data]
+  RAFT_REMOVED     [group]: the group left this node; replay forgets everything before
 where [group] is [length u16][group id, UTF-8].
+
+A compaction writes, in one WAL batch, a snapshot, the hard state and every entry after the
+snapshot: a snapshot record replaces the group's whole log on replay, so from that batch on
+the group needs no earlier record.
 
 Replay order is log order, so the last record of each kind wins, exactly as the host wrote
 them. This module is pure: bytes in, bytes out, no files.
@@ -24,7 +29,8 @@ from warrenmq.raft import Entry, EntryKind, HardState, MemoryStorage, Snapshot
 RAFT_ENTRIES = 16
 RAFT_HARD_STATE = 17
 RAFT_SNAPSHOT = 18
-RECORD_KINDS = frozenset({RAFT_ENTRIES, RAFT_HARD_STATE, RAFT_SNAPSHOT})
+RAFT_REMOVED = 19
+RECORD_KINDS = frozenset({RAFT_ENTRIES, RAFT_HARD_STATE, RAFT_SNAPSHOT, RAFT_REMOVED})
 
 _GID = struct.Struct(">H")
 _COUNT = struct.Struct(">I")
@@ -76,10 +82,17 @@ def encode_snapshot(group_id: str, snap: Snapshot) -> bytes:
     )
 
 
-def decode(kind: int, payload: bytes) -> tuple[str, list[Entry] | HardState | Snapshot]:
+def encode_removed(group_id: str) -> bytes:
+    return _gid(group_id)
+
+
+def decode(kind: int, payload: bytes) -> tuple[str, list[Entry] | HardState | Snapshot | None]:
+    """(group id, value); the value of a RAFT_REMOVED record is None."""
     buf = memoryview(payload)
     try:
         group_id, off = _read_gid(buf)
+        if kind == RAFT_REMOVED:
+            return group_id, None
         if kind == RAFT_ENTRIES:
             (count,) = _COUNT.unpack_from(buf, off)
             off += _COUNT.size
@@ -142,6 +155,9 @@ def replay(records: Iterable[tuple[int, bytes]]) -> dict[str, RecoveredGroup]:
         if kind not in RECORD_KINDS:
             continue
         group_id, value = decode(kind, payload)
+        if value is None:
+            groups.pop(group_id, None)
+            continue
         g = groups.get(group_id)
         if g is None:
             g = groups[group_id] = RecoveredGroup()

@@ -18,16 +18,24 @@ import logging
 import time
 from pathlib import Path
 
+from .. import __version__
 from ..amqp.constants import CONNECTION_FORCED
+from ..amqp.errors import AMQPError
 from ..config import Config
 from ..core.node import Node
+from ..replication.host import RaftHost
+from ..replication.records import RECORD_KINDS
 from ..store.journal import WalJournal
+from . import identity
+from .cluster import Cluster, read_join_file
+from .metalog import GROUP, RaftMetaLog, wait
 from .protocol import AMQPProtocol
 from .resources import ResourceMonitor, Watermarks
 
 log = logging.getLogger("warrenmq.server")
 
 TICK_S = 0.5
+RAFT_TICK_S = 0.1
 CLOSE_DEADLINE_S = 3.0
 
 
@@ -36,6 +44,16 @@ class App:
         self.config = config
         self.node = Node(config)
         self.journal: WalJournal | None = None
+        self.host: RaftHost | None = None
+        self.metalog: RaftMetaLog | None = None
+        self.cluster: Cluster | None = None
+        self.last_members: dict[str, int] = {}  # the cluster as the app last saw it
+        self.node_id = 0
+        # set by the runtime: the cookie that authenticates cluster links, and the control
+        # server on the cluster port that hands links over
+        self.cookie = ""
+        self.control = None
+        self._checkpointing: asyncio.Task | None = None
         self.monitor: ResourceMonitor | None = None
         self.protocols: set[AMQPProtocol] = set()
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
@@ -50,6 +68,7 @@ class App:
         # False only for throwaway nodes (warrenmq.embedded in memory): the log is written
         # but never fsynced, so confirms are fast and nothing survives a crash
         self.journal_sync = True
+        self.segment_bytes_max = 64 * 1024 * 1024
 
     # -- flush: one write per connection per loop turn -----------------------------------------------
     def schedule_flush(self) -> None:
@@ -96,22 +115,142 @@ class App:
                 self.journal.maintain()
             self.schedule_flush()
 
-    # -- lifecycle ------------------------------------------------------------------------------------
-    async def start(self) -> int:
-        """Recover (or bootstrap) the node and serve AMQP; returns the bound port."""
+    # -- the store: journal and metadata group -------------------------------------------------------
+    async def open_store(self) -> None:
+        """Open the data directory: the journal, the metadata group, the queues' messages."""
         self.loop = asyncio.get_running_loop()
         cfg = self.config
         Path(cfg.data_dir).mkdir(parents=True, exist_ok=True)
         started = self.loop.time()
         self.journal = WalJournal(Path(cfg.data_dir), self.loop, wake=self.schedule_flush,
-                                  sync=self.journal_sync)
+                                  sync=self.journal_sync,
+                                  segment_bytes_max=self.segment_bytes_max)
         self.node = Node(cfg, self.journal)
         try:
-            if not self.journal.recover(self.node):
-                self.node.bootstrap()
-            self.node.remove_transient()
-            log.info("node %s: data recovered from %s in %.2fs", cfg.nodename, cfg.data_dir,
-                     self.loop.time() - started)
+            await self._open_metadata(started)
+        except BaseException:
+            await self.close_store()
+            raise
+
+    async def close_store(self, reason: str = "shutdown") -> None:
+        self.node.fail_waiting(AMQPError(CONNECTION_FORCED, f"node stopping ({reason})"))
+        if self.cluster is not None:
+            self.last_members = self.cluster.members()
+            await self.cluster.stop()
+            self.cluster = None
+        if self._checkpointing is not None:
+            self._checkpointing.cancel()
+            self._checkpointing = None
+        if self.host is not None:
+            await self.host.stop()
+            self.host = None
+        if self.journal is not None:
+            self.journal.close()
+            self.journal = None
+
+    # -- metadata: the "meta" Raft group ---------------------------------------------------------------
+    async def _open_metadata(self, started: float) -> None:
+        """Recover the log, host the metadata group, bring the metadata up to date (or
+        bootstrap a fresh node), then give the durable queues their messages back."""
+        cfg = self.config
+        node = self.node
+        journal = self.journal
+        assert journal is not None
+        raft_records = journal.scan(RECORD_KINDS)
+        node_id = identity.load(Path(cfg.data_dir), cfg.nodename)
+        self.node_id = node_id
+        joined = read_join_file(Path(cfg.data_dir))  # set by join_cluster before this start
+        self.cluster = Cluster(self, node_id, self.cookie)
+        if joined:
+            self.cluster.initial = {k: int(v) for k, v in joined["members"].items()}
+        self.host = RaftHost(node_id, journal.wal, self.cluster.transport,
+                             tick_interval_s=RAFT_TICK_S)
+        self.host.recover(raft_records)
+        self.metalog = RaftMetaLog(self.host, node, self.schedule_flush)
+        node.meta_log = self.metalog
+        node.on_applied.append(self._applied)
+        fresh = GROUP not in self.host.recovered_groups()
+        voters = set(self.cluster.initial.values()) if joined else {node_id}
+        self.host.add_group(GROUP, voters, self.metalog.apply, self.metalog.restore)
+        await self.host.start()
+        await self.cluster.start()
+        if fresh and not joined:
+            for p in [*node.bootstrap(),
+                      node.propose({"op": "member.add", "name": cfg.nodename, "id": node_id,
+                                    "cluster_name": cfg.cluster_name or cfg.nodename})]:
+                await wait(p)
+        elif fresh:
+            await self._joined_caught_up()
+        else:
+            await self._caught_up()
+        journal.restore(node)
+        journal.request_checkpoint = self._request_checkpoint
+        for p in node.remove_transient():
+            await wait(p)
+        log.info("node %s: data recovered from %s in %.2fs", cfg.nodename, cfg.data_dir,
+                 self.loop.time() - started)
+
+    async def _caught_up(self, timeout_s: float = 60.0) -> None:
+        """Wait until the recovered metadata log is applied (a lone node commits its whole
+        log once it has elected itself)."""
+        raft = self.host.group(GROUP)
+        target = raft.log.last_index() if len(raft.voters) == 1 else raft.commit_index
+        deadline = self.loop.time() + timeout_s
+        while raft.applied_index < target:
+            if self.loop.time() > deadline:
+                raise RuntimeError(f"metadata log not applied within {timeout_s:g}s "
+                                   f"({raft.applied_index} of {target})")
+            await asyncio.sleep(0.005)
+
+    async def _joined_caught_up(self, timeout_s: float = 60.0) -> None:
+        """A node that just joined has an empty log: wait until the leader has sent it the
+        metadata (at least its own member record)."""
+        deadline = self.loop.time() + timeout_s
+        while self.config.nodename not in self.node.meta.members:
+            if self.loop.time() > deadline:
+                raise RuntimeError(f"no metadata from the cluster within {timeout_s:g}s: "
+                                   f"{self.cluster.describe_unreachable()}")
+            await asyncio.sleep(0.02)
+
+    def _applied(self, command: dict) -> None:
+        if command["op"].startswith("member.") and self.cluster is not None:
+            self.cluster.sync()
+
+    def node_info(self) -> dict:
+        cfg = self.config
+        listeners = [{"node": cfg.nodename, "interface": cfg.bind, "port": self.amqp_port,
+                      "protocol": "amqp", "purpose": "AMQP 0-9-1"}]
+        if self.control is not None and self.control.server is not None:
+            port = self.control.server.sockets[0].getsockname()[1]
+            listeners.append({"node": cfg.nodename, "interface": cfg.bind, "port": port,
+                              "protocol": "clustering",
+                              "purpose": "inter-node and CLI tool communication"})
+        return {"name": cfg.nodename, "version": __version__, "listeners": listeners,
+                "alarms": sorted(self.node.alarms), "running": self.running}
+
+    def _request_checkpoint(self) -> None:
+        """The journal wants old segments gone: snapshot the metadata group after them."""
+        if self._checkpointing is None and self.host is not None:
+            self._checkpointing = self.loop.create_task(self._checkpoint())
+
+    async def _checkpoint(self) -> None:
+        try:
+            if self.host is None or self.journal is None or self.metalog is None:
+                return
+            loc = await self.host.compact(GROUP, self.metalog.snapshot())
+            if self.journal is not None:
+                self.journal.checkpoint_segment = loc.segment_id
+        except Exception:
+            log.exception("metadata checkpoint failed")
+        finally:
+            self._checkpointing = None
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+    async def start(self) -> int:
+        """Recover (or bootstrap) the node and serve AMQP; returns the bound port."""
+        cfg = self.config
+        await self.open_store()
+        try:
             self.monitor = ResourceMonitor(Path(cfg.data_dir), Watermarks(
                 cfg.vm_memory_high_watermark_relative, cfg.vm_memory_high_watermark_absolute,
                 cfg.disk_free_limit_absolute))
@@ -119,8 +258,7 @@ class App:
                                                    self.amqp_port, reuse_address=True,
                                                    backlog=1024)
         except BaseException:
-            self.journal.close()
-            self.journal = None
+            await self.close_store()
             raise
         self._servers = [server]
         self.amqp_port = server.sockets[0].getsockname()[1]
@@ -155,9 +293,7 @@ class App:
         if self._timer_task:
             self._timer_task.cancel()
             self._timer_task = None
-        if self.journal is not None:
-            self.journal.close()
-            self.journal = None
+        await self.close_store(reason)
         for server in self._servers:
             await server.wait_closed()
         self._servers = []

@@ -32,11 +32,18 @@ from ..cluster.control import (
     EX_TEMPFAIL,
     EX_USAGE,
     CommandError,
+    ControlClient,
+    ControlError,
 )
+from ..cluster.links import same_node
+from ..cluster.names import NodeNameError
+from ..cluster.names import parse as parse_name
 from ..meta import definitions, policies
 from ..meta.access import check_password
 from ..mgmt.plugins import PluginsError
-from . import listing
+from . import identity, listing
+from .cluster import ClusterError, compatible, write_join_file
+from .metalog import wait
 
 if TYPE_CHECKING:
     from ..core.node import Node
@@ -84,7 +91,7 @@ def _node(rt: Runtime) -> Node:
 async def _propose(rt: Runtime, command_: dict, missing_code: int = EX_DATAERR) -> Any:
     """Propose a metadata command and wait until it is durable."""
     try:
-        reply = _node(rt).propose(command_)
+        reply = await wait(_node(rt).propose(command_))
     except AMQPError as e:
         text = re.sub(r"^[A-Z_]+ - ", "", e.reply_text)
         raise CommandError(text, missing_code if e.reply_code == NOT_FOUND else EX_DATAERR
@@ -223,11 +230,157 @@ async def start_app(rt: Runtime, args: dict) -> None:
 
 
 @command("reset", needs_app=False)
-def reset(rt: Runtime, args: dict) -> None:
+async def reset(rt: Runtime, args: dict) -> dict:
     if rt.app.running:
         raise CommandError("this command requires the app to be stopped on the target node: "
                            "stop it with 'warrenctl stop_app'", EX_TEMPFAIL)
+    note = await _leave_cluster(rt, force=bool(args.get("force")))
     rt.reset()
+    return {"note": note}
+
+
+async def _leave_cluster(rt: Runtime, force: bool) -> str:
+    """Before a reset: a clustered node asks the other members to remove it (RabbitMQ's
+    reset does the same); with none reachable it refuses, unless forced."""
+    me = rt.config.nodename
+    others = {n: i for n, i in rt.app.last_members.items() if not same_node(n, me)}
+    if not others:
+        return ""
+    my_id = rt.app.last_members.get(me)
+    errors = []
+    for peer in sorted(others):
+        try:
+            await _call_node(rt, peer, "cluster_forget_id", {"node": me, "node_id": my_id})
+            return f"left the cluster (told {peer})"
+        except (ControlError, CommandError) as e:
+            errors.append(f"{peer}: {e}")
+    if force:
+        return "no other member reachable; reset anyway (forget this node on them later)"
+    raise CommandError("cannot leave the cluster: no other member is reachable ("
+                       + "; ".join(errors) + "). Start one of them, or use force_reset and "
+                       f"then 'warrenctl forget_cluster_node {me}' on a member", EX_TEMPFAIL)
+
+
+async def _call_node(rt: Runtime, node: str, cmd: str, args: dict, timeout_s: float = 30.0
+                     ) -> Any:
+    """A control request to another node, with warrenctl's diagnostics (unresolvable host,
+    closed port, cookie mismatch) as errors."""
+    target = parse_name(node)
+
+    def call() -> Any:
+        with ControlClient(target, rt.cookie, timeout_s) as client:
+            client.connect()
+            return client.call(cmd, args)
+
+    return await asyncio.get_running_loop().run_in_executor(None, call)
+
+
+@command("force_reset", needs_app=False)
+async def force_reset(rt: Runtime, args: dict) -> dict:
+    return await reset(rt, {"force": True})
+
+
+# -- cluster -------------------------------------------------------------------------------------------------
+@command("join_cluster", needs_app=False)
+async def join_cluster(rt: Runtime, args: dict) -> dict:
+    me = rt.config.nodename
+    if rt.app.running:
+        raise CommandError("this command requires the app to be stopped on the target node: "
+                           "stop it with 'warrenctl stop_app'", EX_TEMPFAIL)
+    try:
+        target = str(parse_name(args["node"]))
+    except NodeNameError as e:
+        raise CommandError(str(e), EX_USAGE) from None
+    if same_node(target, me):
+        raise CommandError(f"node {me} cannot join itself", EX_USAGE)
+    others = [n for n in rt.app.last_members if not same_node(n, me)]
+    if others and not any(same_node(n, target) for n in others):
+        raise CommandError(f"node {me} is already a member of another cluster (with "
+                           f"{', '.join(sorted(others))}): run 'warrenctl reset' first",
+                           EX_DATAERR)
+    try:
+        info = await _call_node(rt, target, "cluster_info", {})
+    except ControlError as e:
+        raise CommandError(f"cannot join {target}: {e}", e.exit_status) from None
+    if not compatible(info.get("version", "")):
+        raise CommandError(f"cannot join {target}: it runs WarrenMQ {info.get('version')} and "
+                           f"this node {__version__}; nodes of a cluster run the same "
+                           "major.minor version", EX_DATAERR)
+    if not info.get("running"):
+        raise CommandError(f"cannot join {target}: its app is stopped (warrenctl -n {target} "
+                           "start_app)", EX_TEMPFAIL)
+    rt.reset()  # joining starts from a virgin node, as RabbitMQ's join_cluster does
+    node_id = identity.load(Path(rt.config.data_dir), me)
+    try:
+        joined = await _call_node(rt, target, "cluster_join",
+                                  {"node": me, "node_id": node_id, "version": __version__})
+    except ControlError as e:
+        raise CommandError(f"cannot join {target}: {e}", e.exit_status) from None
+    write_join_file(Path(rt.config.data_dir), joined["members"])
+    rt.app.last_members = dict(joined["members"])
+    return {"members": sorted(joined["members"]), "cluster_name": joined["cluster_name"]}
+
+
+@command("cluster_info", needs_app=False)
+def cluster_info(rt: Runtime, args: dict) -> dict:
+    app = rt.app
+    members = app.cluster.members() if app.running and app.cluster else app.last_members
+    return {"node": rt.config.nodename, "version": __version__, "running": app.running,
+            "members": members}
+
+
+@command("cluster_join")
+async def cluster_join(rt: Runtime, args: dict) -> dict:
+    try:
+        return await rt.app.cluster.join(args["node"], int(args["node_id"]))
+    except ClusterError as e:
+        raise CommandError(str(e), EX_TEMPFAIL) from None
+
+
+@command("cluster_forget_id")
+async def cluster_forget_id(rt: Runtime, args: dict) -> None:
+    """A member leaving by reset asks to be removed (it is stopped, so forget works)."""
+    try:
+        await rt.app.cluster.forget(args["node"])
+    except ClusterError as e:
+        raise CommandError(str(e), EX_TEMPFAIL) from None
+
+
+@command("forget_cluster_node")
+async def forget_cluster_node(rt: Runtime, args: dict) -> None:
+    try:
+        await rt.app.cluster.forget(args["node"])
+    except ClusterError as e:
+        raise CommandError(str(e), EX_DATAERR) from None
+
+
+@command("cluster_status", needs_app=False)
+async def cluster_status(rt: Runtime, args: dict) -> dict:
+    me = rt.config.nodename
+    app = rt.app
+    if app.running and app.cluster is not None:
+        members = sorted(app.cluster.members())
+        info = await app.cluster.gather_info()
+        running = sorted(info)
+        name = app.node.meta.cluster_name or rt.config.cluster_name or me
+    else:
+        members = sorted(app.last_members) or [me]
+        info, running, name = {}, [], rt.config.cluster_name or me
+    return {
+        "cluster_name": name,
+        "disk_nodes": members,
+        "ram_nodes": [],
+        "running_nodes": running,
+        "versions": {n: {"warrenmq_version": i.get("version", ""),
+                         "rabbitmq_version": i.get("version", ""),
+                         "runtime_version": f"Python {platform.python_version()}"}
+                     for n, i in info.items()},
+        "alarms": [{"node": n, "resource": r} for n, i in info.items()
+                   for r in i.get("alarms", [])],
+        "listeners": {n: i.get("listeners", []) for n, i in info.items()},
+        "partitions": {},
+        "maintenance_status": {n: "not under maintenance" for n in info},
+    }
 
 
 # -- users ---------------------------------------------------------------------------------------------------
@@ -491,15 +644,16 @@ async def import_definitions(rt: Runtime, args: dict) -> dict:
         commands, notes = definitions.plan_import(_node(rt).meta, args["definitions"])
     except definitions.DefinitionsError as e:
         raise CommandError(f"invalid definitions: {e}") from None
-    for cmd in commands:
-        await _propose_nowait(rt, cmd)
-    await _synced(rt)
+    # pipelined: every command is submitted at once, in order, then each reply is checked
+    pending = [(cmd, _node(rt).propose(cmd)) for cmd in commands]
+    for cmd, p in pending:
+        await _checked(cmd, p)
     return {"applied": len(commands), "notes": notes}
 
 
-async def _propose_nowait(rt: Runtime, command_: dict) -> None:
+async def _checked(command_: dict, p: Any) -> None:
     try:
-        _node(rt).propose(command_)
+        await wait(p)
     except AMQPError as e:
         raise CommandError(f"import stopped at {command_['op']} "
                            f"'{command_.get('name', command_.get('dest', ''))}': "

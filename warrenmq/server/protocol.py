@@ -68,8 +68,9 @@ class AMQPProtocol(asyncio.Protocol):
             log.exception("internal error on connection %s", conn.id)  # type: ignore
             conn.close(541, "INTERNAL_ERROR - internal error")  # type: ignore[union-attr]
         self.app.schedule_flush()
-        if conn.blocked:  # type: ignore[union-attr]
-            # a resource alarm: leave the rest buffered, read nothing until it clears
+        if conn.blocked or conn.parked:  # type: ignore[union-attr]
+            # a resource alarm, or a handler waiting for its metadata command: leave the
+            # rest buffered, read nothing until it clears
             self.update_reading()
         elif conn.backlog:  # type: ignore[union-attr]
             # more whole frames are buffered than one turn may handle: stop reading, let the
@@ -84,20 +85,22 @@ class AMQPProtocol(asyncio.Protocol):
                 self.transport.resume_reading()  # type: ignore[union-attr]
 
     def update_reading(self) -> None:
-        """Reading stops while the connection is blocked by an alarm and restarts after."""
+        """Reading stops while the connection is blocked by an alarm or parked, and restarts
+        after."""
         conn = self.conn
         transport = self.transport
         if conn is None or transport is None or transport.is_closing():
             return
-        if conn.blocked:
+        if conn.blocked or conn.parked:
             if not self.reading_paused:
                 self.reading_paused = True
                 transport.pause_reading()
         elif self.reading_paused:
             self.app.loop.call_soon(self._continue)
+        self.app.schedule_flush()
 
     def _continue(self) -> None:
-        if self.conn is not None and self.conn.blocked:
+        if self.conn is not None and (self.conn.blocked or self.conn.parked):
             return
         if self.transport is not None and not self.transport.is_closing():
             self._receive(b"")
@@ -152,7 +155,7 @@ class AMQPProtocol(asyncio.Protocol):
                 transport.close()
             return
         hb = conn.heartbeat
-        if conn.blocked:
+        if conn.blocked or conn.parked:
             self.last_recv = now  # not reading on purpose: the client is not silent
         if hb:
             if now - self.last_recv > 2 * hb:

@@ -36,6 +36,7 @@ class Runtime:
         self.config = config
         self.cookie = cookie
         self.app = App(config)
+        self.app.cookie = cookie
         self.control: ControlServer | None = None
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self.ports: dict[str, int] = {}
@@ -61,6 +62,7 @@ class Runtime:
         self.control = ControlServer(cfg.nodename, self.cookie,
                                      lambda cmd, args: dispatch(self, cmd, args))
         self.ports["dist"] = await self.control.start(cfg.bind, cfg.dist_port)
+        self.app.control = self.control
         log.info("node %s: control and cluster listener on %s:%d", cfg.nodename, cfg.bind,
                  self.ports["dist"])
         try:
@@ -130,6 +132,7 @@ class Runtime:
                     shutil.rmtree(entry)
                 else:
                     entry.unlink()
+        self.app.last_members = {}
         log.info("node %s: reset to a virgin state", self.config.nodename)
 
     # -- files ------------------------------------------------------------------------------------------

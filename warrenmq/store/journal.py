@@ -1,7 +1,6 @@
 """The broker's journal on the write-ahead log: what is recorded, and how it is replayed.
 
-Records (kind byte, then payload):
-  META      a metadata command, as an AMQP field table (keeps argument types exactly)
+Records (kind byte, then payload; kind 1 was the metadata command of an earlier format):
   MSG       a persistent message enqueued on durable queues: the (queue id, seq) pairs, the
             exchange and routing key, the raw content header and the body
   DELIVERED (queue id, seqs) that went out once: they come back redelivered after a crash
@@ -11,8 +10,9 @@ Records (kind byte, then payload):
 Queues are named in records by their incarnation id, so messages of a deleted queue never
 reappear in a new queue of the same name. Segments are deleted oldest first once nothing
 live is left in them (then acks in a deleted segment can only refer to messages in deleted
-segments); a metadata snapshot (the commands that rebuild the current metadata) is written
-first when a segment to delete holds metadata commands.
+segments). Metadata is not the journal's: it is the "meta" Raft group's, whose records share
+this log (server/metalog.py); a segment is deleted only once every group has written a
+checkpoint after it (see `maintain`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from pamqp import encode as amqp_encode
 from ..amqp.codec import names
 from ..core.journal import Journal
 from ..core.message import FLAG_EXPIRATION, Message
-from .files import atomic_write
 from .wal import WAL, WALError
 
 if TYPE_CHECKING:
@@ -40,7 +39,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("warrenmq.journal")
 
-META, MSG, DELIVERED, SETTLED, PAGE = 1, 2, 3, 4, 5
+MSG, DELIVERED, SETTLED, PAGE = 2, 3, 4, 5
 
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
@@ -71,22 +70,18 @@ class WalJournal(Journal):
                        sync=sync)
         self.wake = wake  # the shell flushes output after durable callbacks ran
         self.failed: WALError | None = None
-        self.snapshot_path = self.directory / "meta.snapshot"
+        # segments before this one hold no Raft state any more (see maintain)
+        self.checkpoint_segment = 0
+        self.request_checkpoint: Callable[[], None] | None = None
+        self.found = False
         self.node: Node | None = None
         self.live: dict[int, int] = defaultdict(int)  # segment -> live (queue, msg) refs
-        self.meta_segments: set[int] = set()  # segments holding META records
         self._delivered: dict[str, list[int]] = {}
         self._settled: dict[str, list[int]] = {}
         self._recovering = False
         self._pending: dict[str, dict[int, list]] = {}
 
     # -- logging ---------------------------------------------------------------------------------
-    def log_meta(self, command: dict) -> None:
-        if self._recovering:
-            return
-        loc = self.wal.append(META, encode_table(command))
-        self.meta_segments.add(loc[_SEGMENT])
-
     def log_message(self, msg: Message, queues: list[ClassicQueue]) -> None:
         parts = [_U16.pack(len(queues))]
         for q in queues:
@@ -176,42 +171,23 @@ class WalJournal(Journal):
                 self.wal.append(SETTLED, _seqs_payload(qid, seqs))
 
     # -- recovery ---------------------------------------------------------------------------------
-    def recover(self, node: Node) -> bool:
-        """Rebuild the node from the snapshot and the log. False if there was nothing."""
-        self.node = node
+    def scan(self, other_kinds: frozenset[int] = frozenset()) -> list[tuple]:
+        """First pass over the log: gather the messages (by queue id) and return the records
+        of `other_kinds` (the Raft groups', metadata included) for their owner. The
+        metadata is rebuilt from those before `restore` hands the messages to the queues."""
         self._recovering = True
-        found = False
-        skip_meta_upto = None
-        if self.snapshot_path.exists():
-            snap = decode_table(self.snapshot_path.read_bytes())
-            for command in snap["commands"]:
-                node.apply(command)
-            skip_meta_upto = tuple(snap["position"])
-            found = True
-        queues_by_id = {q.record.id: q for qs in node.queues.values() for q in qs.values()}
+        self.found = False
         pending = self._pending
         live = self.live
+        others: list[tuple] = []
         for loc, kind, payload in self.wal.open():
-            found = True
-            if kind == META:
-                self.meta_segments.add(loc[_SEGMENT])
-                if skip_meta_upto is not None and tuple(loc) <= skip_meta_upto:
-                    continue
-                command = decode_table(payload)
-                if command["op"] == "snapshot.mark":  # a snapshot whose file never landed
-                    continue
-                node.apply(command)
-                if command["op"] == "queue.declare":
-                    q = node.live_queue(command["vhost"], command["name"])
-                    if q is not None:
-                        queues_by_id[q.record.id] = q
-            elif kind == MSG:
+            self.found = True
+            if kind == MSG:
                 pairs, msg = _decode_message(payload)
                 msg.loc = loc
                 for qid, seq in pairs:
-                    if qid in queues_by_id and not queues_by_id[qid].deleted:
-                        pending.setdefault(qid, {})[seq] = [msg, False]
-                        live[loc[_SEGMENT]] += 1
+                    pending.setdefault(qid, {})[seq] = [msg, False]
+                    live[loc[_SEGMENT]] += 1
             elif kind in (DELIVERED, SETTLED):
                 qid, seqs = _decode_seqs(payload)
                 entries = pending.get(qid)
@@ -226,30 +202,47 @@ class WalJournal(Journal):
                     else:
                         del entries[seq]
                         live[entry[0].loc[_SEGMENT]] -= 1
-        restored = 0
+            elif kind in other_kinds:
+                others.append((loc, kind, payload))
+        return others
+
+    def restore(self, node: Node) -> None:
+        """Second pass: the metadata is back; give each live queue its messages. Messages of
+        queues that no longer exist (or live on another node) are dropped."""
+        self.node = node
+        pending, self._pending = self._pending, {}
+        live = self.live
+        queues_by_id = {q.record.id: q for qs in node.queues.values() for q in qs.values()}
         for entries in pending.values():
             for msg, _ in entries.values():
                 msg.refs = 0
-        for entries in pending.values():
-            for msg, _ in entries.values():
-                msg.refs += 1
         for qid, entries in pending.items():
             q = queues_by_id.get(qid)
             if q is None or q.deleted:
+                for msg, _ in entries.values():
+                    live[msg.loc[_SEGMENT]] -= 1
+                entries.clear()
                 continue
+            for msg, _ in entries.values():
+                msg.refs += 1
+        restored = 0
+        for qid, entries in pending.items():
+            if not entries:
+                continue
+            q = queues_by_id[qid]
             q.restore([(seq, msg, redelivered) for seq, (msg, redelivered)
                        in sorted(entries.items())])
             restored += len(entries)
-        self._pending = {}
         self._recovering = False
-        if found:
+        if restored:
             log.info("recovered %d persistent messages in %d queues", restored,
                      sum(1 for e in pending.values() if e))
-        return found
 
     # -- housekeeping -------------------------------------------------------------------------------
     def maintain(self) -> None:
-        """Delete the oldest segments once nothing live is left in them."""
+        """Delete the oldest segments once nothing live is left in them: no message, and no
+        Raft state (the groups' state lives in records after `checkpoint_segment`; when a
+        deletable segment is older, `request_checkpoint` asks the owner for fresh ones)."""
         current = self.wal.current_segment()
         deletable = []
         for seg in self.wal.segment_ids():
@@ -258,19 +251,17 @@ class WalJournal(Journal):
             deletable.append(seg)
         if not deletable:
             return
-        if any(seg in self.meta_segments for seg in deletable):
-            self.write_snapshot()
-        self.wal.delete_segments_before(deletable[-1] + 1)
+        limit = deletable[-1] + 1
+        if self.checkpoint_segment < limit and self.request_checkpoint is not None:
+            self.request_checkpoint()
+        limit = min(limit, self.checkpoint_segment)
+        first = self.wal.segment_ids()[0] if self.wal.segment_ids() else limit
+        if limit <= first:
+            return
+        self.wal.delete_segments_before(limit)
         for seg in deletable:
-            self.live.pop(seg, None)
-            self.meta_segments.discard(seg)
-
-    def write_snapshot(self) -> None:
-        assert self.node is not None
-        position = self.wal.append(META, encode_table({"op": "snapshot.mark"}))
-        commands = snapshot_commands(self.node)
-        atomic_write(self.snapshot_path,
-                     encode_table({"position": list(position), "commands": commands}))
+            if seg < limit:
+                self.live.pop(seg, None)
 
     def close(self) -> None:
         self.flush()
@@ -299,7 +290,7 @@ def snapshot_commands(node: Node) -> list[dict]:
             out.append({"op": "queue.declare", "vhost": v.name, "name": q.name,
                         "durable": q.durable, "exclusive_owner": q.exclusive_owner,
                         "auto_delete": q.auto_delete, "arguments": q.arguments,
-                        "type": q.type, "id": q.id})
+                        "type": q.type, "id": q.id, "node": q.node})
         for x in v.exchanges.values():
             for b in x.router.bindings:
                 out.append({"op": "binding.add", "vhost": v.name, "source": x.name,

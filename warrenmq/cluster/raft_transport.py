@@ -1,0 +1,121 @@
+"""`ClusterTransport`: the RaftHost's `Transport` over the cluster links.
+
+A batch for node id N is encoded by `wire` and sent as a one-way message of kind "raft" to
+the node named `name_of(N)`; a batch that arrives is decoded and handed to the host. The
+broker owns the id <-> name map and passes it in as a callable, so the map can grow (a node
+joins) without this module knowing how.
+
+Delivery stays best effort, as the `Transport` contract allows, and Raft retries:
+- an id the map does not know is dropped (counted);
+- a peer with no link right now is dropped, and `connect()`ed so that a link exists by the
+  next heartbeat: the transport dials whoever the host talks to;
+- a link over its high-water mark drops batches that carry messages, so a slow peer cannot
+  make the node buffer without bound; empty batches (the node-level heartbeat) still go,
+  so a busy link is not mistaken for a dead node.
+On arrival, a batch whose `from_node` the map gives another name than the link's peer is
+dropped and logged (two nodes with one id would corrupt every group they share), as is a
+batch addressed to another id than ours, or one that does not decode (another version; see
+`wire`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from warrenmq.replication.transport import Batch, Deliver, Transport
+
+from . import wire
+from .links import PeerLinks, same_node
+
+log = logging.getLogger("warrenmq.links")
+
+KIND = "raft"
+NameOf = Callable[[int], "str | None"]
+
+
+@dataclass(slots=True)
+class TransportStats:
+    batches_sent: int = 0
+    batches_received: int = 0
+    dropped_unknown_id: int = 0  # no name for the peer id
+    dropped_no_link: int = 0
+    dropped_congested: int = 0
+    dropped_bad: int = 0  # arrived but undecodable or from the wrong node
+
+
+class ClusterTransport(Transport):
+    def __init__(self, links: PeerLinks, name_of: NameOf) -> None:
+        self.links = links
+        self.name_of = name_of
+        self.stats = TransportStats()
+        self._deliver: Deliver | None = None
+        self._node_id = 0
+        self._complained: set[str] = set()
+        links.on(KIND, self._arrive)
+
+    def bind(self, node_id: int, deliver: Deliver) -> None:
+        self._node_id = node_id
+        self._deliver = deliver
+
+    def unbind(self, node_id: int) -> None:
+        if node_id == self._node_id:
+            self._deliver = None
+
+    def send(self, peer_node: int, batch: Batch) -> None:
+        name = self.name_of(peer_node)
+        if name is None:
+            self.stats.dropped_unknown_id += 1
+            return
+        links = self.links
+        if batch.messages and not links.writable(name):
+            if links.connected(name):
+                self.stats.dropped_congested += 1
+            else:
+                self._no_link(name)
+            return
+        if not links.send(name, KIND, wire.encode_batch(batch)):
+            self._no_link(name)
+            return
+        self.stats.batches_sent += 1
+
+    def _no_link(self, name: str) -> None:
+        self.stats.dropped_no_link += 1
+        if name not in self.links.known():
+            self.links.connect(name)
+
+    def _arrive(self, from_name: str, payload: Any) -> None:
+        if self._deliver is None:
+            return
+        try:
+            if not isinstance(payload, bytes):
+                raise wire.WireError(f"a raft message must be binary, got "
+                                     f"{type(payload).__name__}")
+            batch = wire.decode_batch(payload)
+        except wire.WireError as e:
+            self.stats.dropped_bad += 1
+            self._complain(from_name, f"undecodable Raft batch from {from_name}: {e}")
+            return
+        claimed = self.name_of(batch.from_node)
+        if claimed is not None and not same_node(claimed, from_name):
+            self.stats.dropped_bad += 1
+            self._complain(from_name, f"Raft batch from {from_name} claims node id "
+                           f"{batch.from_node}, which is {claimed}: dropped")
+            return
+        if any(m.to != self._node_id for _, m in batch.messages):
+            self.stats.dropped_bad += 1
+            self._complain(from_name, f"Raft batch from {from_name} is addressed to another "
+                           f"node id than this node's ({self._node_id}): dropped")
+            return
+        self.stats.batches_received += 1
+        self._deliver(batch)
+
+    def _complain(self, from_name: str, text: str) -> None:
+        # Once per peer: a peer on another version would otherwise log every heartbeat.
+        if from_name not in self._complained:
+            self._complained.add(from_name)
+            log.error(text)
+        else:
+            log.debug(text)
