@@ -3,7 +3,8 @@ environment (WARREN_*), then command-line flags; later sources win.
 
 Every value is checked where it is read: an unknown key or a bad value stops start-up with
 FILE:LINE and the key, because a node that silently ignores a typo in its config is worse
-than one that refuses to start.
+than one that refuses to start. A node name with a port (NAME@HOST:PORT) names the cluster
+port too: the node listens there, and a different cluster port set elsewhere is an error.
 """
 
 from __future__ import annotations
@@ -164,7 +165,9 @@ def _coerce(cfg: Config, attr: str, value: object) -> None:
     setattr(cfg, attr, value)
 
 
-def parse_config_file(cfg: Config, path: Path) -> None:
+def parse_config_file(cfg: Config, path: Path) -> set[str]:
+    """Apply the file's settings to `cfg`; the names of the attributes it set."""
+    given: set[str] = set()
     try:
         lines = path.read_text().splitlines()
     except OSError as e:
@@ -214,22 +217,56 @@ def parse_config_file(cfg: Config, path: Path) -> None:
                 setattr(cfg, attr, kind(value))
         except ValueError:
             raise ConfigError(f"{path}:{lineno}: invalid value {value!r} for '{key}'") from None
+        given.add(attr)
+    return given
+
+
+def _explicit_port(nodename: str) -> int | None:
+    """The port a NAME@HOST:PORT name carries, None when it has none (or is not a name)."""
+    from .cluster.names import NodeNameError, parse
+
+    try:
+        port = parse(nodename).port
+    except NodeNameError:
+        return None  # the caller reports a bad name where it checks the name
+    host = nodename.partition("@")[2]
+    explicit = "]:" in host if host.startswith("[") else ":" in host
+    return port if explicit else None
+
+
+def _dist_port_from_name(cfg: Config, dist_port_given: bool) -> None:
+    # A name with a port is the address peers and warrenctl use to reach this node, so the
+    # node must listen there: the name's port becomes the cluster port. A different cluster
+    # port given elsewhere (0, "any free port", included) would make the name a lie: refused.
+    port = _explicit_port(cfg.nodename)
+    if port is None:
+        return
+    if not dist_port_given:
+        cfg.dist_port = port
+    elif cfg.dist_port != port:
+        raise ConfigError(f"node name '{cfg.nodename}' says the cluster port is {port}, but "
+                          f"the cluster port is set to {cfg.dist_port}: give the same port to "
+                          "both, or drop one of them")
 
 
 def load(overrides: dict | None = None, environ: dict | None = None) -> Config:
     env = os.environ if environ is None else environ
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     cfg = Config()
+    given: set[str] = set()
     config_file = overrides.get("config_file") or env.get("WARREN_CONFIG_FILE")
     if config_file:
         cfg.config_file = Path(config_file)
-        parse_config_file(cfg, cfg.config_file)
+        given |= parse_config_file(cfg, cfg.config_file)
     for var, attr in _ENV.items():
         if var in env and env[var] != "":
             try:
                 _coerce(cfg, attr, env[var])
             except ValueError:
                 raise ConfigError(f"invalid value {env[var]!r} for {var}") from None
+            given.add(attr)
     for attr, value in overrides.items():
         _coerce(cfg, attr, value)
+        given.add(attr)
+    _dist_port_from_name(cfg, "dist_port" in given)
     return cfg

@@ -36,10 +36,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="warren-server", description="Run a WarrenMQ node.")
     p.add_argument("-detached", "--detached", action="store_true",
                    help="run in the background: daemonise, log to a file, write a pid file")
-    p.add_argument("--nodename", help="node name, NAME@HOST (env WARREN_NODENAME)")
+    p.add_argument("--nodename", help="node name, NAME@HOST, or NAME@HOST:PORT to listen for "
+                   "peers and warrenctl on PORT (env WARREN_NODENAME)")
     p.add_argument("--node-port", type=int, dest="amqp_port",
                    help="AMQP port, 0 for any free port (env WARREN_NODE_PORT; default 5672)")
-    p.add_argument("--dist-port", type=int, help="cluster port (env WARREN_DIST_PORT; 25672)")
+    p.add_argument("--dist-port", type=int, help="cluster port (env WARREN_DIST_PORT; the "
+                   "node name's port, else 25672)")
     p.add_argument("--mgmt-port", type=int, help="management port (env WARREN_MGMT_PORT; 15672)")
     p.add_argument("--bind", help="address to listen on (default 0.0.0.0)")
     p.add_argument("--data-dir", help="data directory (env WARREN_DATA_DIR)")

@@ -27,7 +27,7 @@ from ..replication.host import RaftHost
 from ..replication.records import RECORD_KINDS
 from ..store.journal import WalJournal
 from . import identity
-from .cluster import Cluster, read_join_file
+from .cluster import Cluster, classic_formation, read_join_file, write_join_file
 from .metalog import GROUP, RaftMetaLog, wait
 from .protocol import AMQPProtocol
 from .resources import ResourceMonitor, Watermarks
@@ -36,6 +36,7 @@ log = logging.getLogger("warrenmq.server")
 
 TICK_S = 0.5
 RAFT_TICK_S = 0.1
+FORMATION_TIMEOUT_S = 60.0
 CLOSE_DEADLINE_S = 3.0
 
 
@@ -160,6 +161,12 @@ class App:
         node_id = identity.load(Path(cfg.data_dir), cfg.nodename)
         self.node_id = node_id
         joined = read_join_file(Path(cfg.data_dir))  # set by join_cluster before this start
+        if not raft_records and not joined and cfg.cluster_nodes:
+            members = await classic_formation(self.cookie, cfg.nodename, node_id,
+                                              list(cfg.cluster_nodes), FORMATION_TIMEOUT_S)
+            if members:
+                write_join_file(Path(cfg.data_dir), members)
+                joined = {"members": members}
         self.cluster = Cluster(self, node_id, self.cookie)
         if joined:
             self.cluster.initial = {k: int(v) for k, v in joined["members"].items()}

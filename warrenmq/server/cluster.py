@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
+from ..cluster.control import ControlClient, ControlError
 from ..cluster.links import PeerLinks, PeerUnavailable, same_node
+from ..cluster.names import parse as parse_name
 from ..cluster.raft_transport import ClusterTransport
 from ..raft import ConfChangeOp
 from .metalog import GROUP, NotLeaderHere, wait
@@ -57,6 +59,56 @@ def write_join_file(data_dir: Path, members: dict[str, int]) -> None:
     tmp.replace(path)
 
 
+async def call_node(cookie: str, node: str, cmd: str, args: dict, timeout_s: float = 30.0
+                    ) -> Any:
+    """A control request to another node, with warrenctl's diagnostics (unresolvable host,
+    closed port, cookie mismatch) as ControlErrors."""
+    target = parse_name(node)
+
+    def call() -> Any:
+        with ControlClient(target, cookie, timeout_s) as client:
+            client.connect()
+            return client.call(cmd, args)
+
+    return await asyncio.get_running_loop().run_in_executor(None, call)
+
+
+async def classic_formation(cookie: str, me: str, node_id: int, peers: list[str],
+                            timeout_s: float) -> dict[str, int] | None:
+    """First start with cluster_formation.classic_config.nodes: the node whose name sorts
+    first is the seed and starts the cluster (returns None); every other node joins the
+    first listed node that runs (the seed, or one already clustered with it), retrying until
+    `timeout_s`, then starts alone with a warning (as RabbitMQ does when no peer is up)."""
+    everyone = sorted({*peers, me}, key=lambda n: parse_name(n).identity)
+    others = [n for n in everyone if not same_node(n, me)]
+    if not others or same_node(everyone[0], me):
+        return None
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    last = ""
+    while loop.time() < deadline:
+        for peer in others:
+            try:
+                info = await call_node(cookie, peer, "cluster_info", {}, 5.0)
+                if not info.get("running"):
+                    last = f"{peer}: its app is not running"
+                    continue
+                if not compatible(info.get("version", "")):
+                    last = f"{peer}: runs WarrenMQ {info.get('version')}"
+                    continue
+                joined = await call_node(cookie, peer, "cluster_join",
+                                         {"node": me, "node_id": node_id,
+                                          "version": __version__}, 30.0)
+                log.info("node %s: joined the cluster of %s (classic config)", me, peer)
+                return {k: int(v) for k, v in joined["members"].items()}
+            except ControlError as e:
+                last = f"{peer}: {e}"
+        await asyncio.sleep(0.5)
+    log.warning("node %s: no peer of the classic config could be joined within %gs (%s); "
+                "starting as a standalone node", me, timeout_s, last)
+    return None
+
+
 def compatible(version: str) -> bool:
     """Nodes of one cluster run the same major.minor version."""
     return version.split(".")[:2] == __version__.split(".")[:2]
@@ -75,6 +127,7 @@ class Cluster:
         self.links.on_request("meta.join", self._meta_join)
         self.links.on_request("node.info", self._node_info)
         self.links.on_peer_up(lambda peer: self.app.schedule_flush())
+        self._membership = asyncio.Lock()  # one membership change at a time (on the leader)
 
     # -- membership view --------------------------------------------------------------------
     def members(self) -> dict[str, int]:
@@ -159,7 +212,7 @@ class Cluster:
         while True:
             leader = host.leader(GROUP)
             if leader == self.node_id:
-                return await self._leader_do(kind, payload)
+                return await self._leader_do_locked(kind, payload)
             name = self.name_of(leader) if leader else None
             if name is not None:
                 try:
@@ -204,6 +257,26 @@ class Cluster:
 
     async def _meta_join(self, peer: str, payload: Any) -> Any:  # noqa: ARG002
         return await self._on_leader("meta.join", payload)
+
+    async def _leader_do_locked(self, kind: str, payload: dict) -> Any:
+        async with self._membership:
+            return await self._leader_do(kind, payload)
+
+    # -- fault injection ------------------------------------------------------------------------
+    def cut(self, peers: list[str] | None = None) -> list[str]:
+        """Close the links to `peers` (default: every member) and refuse them until healed:
+        a real partition of this node, for tests and drills."""
+        targets = peers or [m for m in self.members() if not same_node(m, self.name)]
+        for peer in targets:
+            self.links.cut(peer)
+        return sorted(targets)
+
+    def heal(self) -> list[str]:
+        candidates = set(self.members()) | self.links.known()
+        healed = [p for p in candidates if self.links.is_cut(p)]
+        for peer in healed:
+            self.links.heal(peer)
+        return sorted(healed)
 
     async def _node_info(self, peer: str, payload: Any) -> Any:  # noqa: ARG002
         return self.app.node_info()

@@ -32,7 +32,6 @@ from ..cluster.control import (
     EX_TEMPFAIL,
     EX_USAGE,
     CommandError,
-    ControlClient,
     ControlError,
 )
 from ..cluster.links import same_node
@@ -42,7 +41,7 @@ from ..meta import definitions, policies
 from ..meta.access import check_password
 from ..mgmt.plugins import PluginsError
 from . import identity, listing
-from .cluster import ClusterError, compatible, write_join_file
+from .cluster import ClusterError, call_node, compatible, write_join_file
 from .metalog import wait
 
 if TYPE_CHECKING:
@@ -263,16 +262,7 @@ async def _leave_cluster(rt: Runtime, force: bool) -> str:
 
 async def _call_node(rt: Runtime, node: str, cmd: str, args: dict, timeout_s: float = 30.0
                      ) -> Any:
-    """A control request to another node, with warrenctl's diagnostics (unresolvable host,
-    closed port, cookie mismatch) as errors."""
-    target = parse_name(node)
-
-    def call() -> Any:
-        with ControlClient(target, rt.cookie, timeout_s) as client:
-            client.connect()
-            return client.call(cmd, args)
-
-    return await asyncio.get_running_loop().run_in_executor(None, call)
+    return await call_node(rt.cookie, node, cmd, args, timeout_s)
 
 
 @command("force_reset", needs_app=False)
@@ -352,6 +342,16 @@ async def forget_cluster_node(rt: Runtime, args: dict) -> None:
         await rt.app.cluster.forget(args["node"])
     except ClusterError as e:
         raise CommandError(str(e), EX_DATAERR) from None
+
+
+@command("cut_cluster_links")
+def cut_cluster_links(rt: Runtime, args: dict) -> dict:
+    return {"cut": rt.app.cluster.cut(args.get("peers") or None)}
+
+
+@command("heal_cluster_links")
+def heal_cluster_links(rt: Runtime, args: dict) -> dict:
+    return {"healed": rt.app.cluster.heal()}
 
 
 @command("cluster_status", needs_app=False)
