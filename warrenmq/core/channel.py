@@ -12,6 +12,7 @@ connection.close depending on the reply code (HARD_ERRORS), as RabbitMQ does.
 from __future__ import annotations
 
 import base64
+import bisect
 import logging
 import os
 import uuid
@@ -103,7 +104,13 @@ class Channel:
         self.confirmed_seq = 0  # the highest publish seq acked to the client
         self.confirm_target = 0  # the highest publish seq an ack is sent or scheduled for
         self.confirm_needs_sync = False  # a publish since the last flush awaits the disk
-        self.sync_waits = 0  # confirms scheduled behind the journal, not yet sent
+        # Confirms that wait for something (the journal's fsync; a replicated or remote
+        # queue's answer), oldest first: [seq, outstanding count]; acks go out in order.
+        self.confirm_queue: deque[list[int]] = deque()
+        # (publish seq, Pending) gathered since the last flush: queues whose enqueue is only
+        # confirmed later answer with a Pending (a falsy value means the queue refused it)
+        self.confirm_waits: list[tuple[int, Pending]] = []
+        self._enqueue_waits: list[Pending] = []
         self.nacks: list[int] = []  # publish seqs refused by a full queue, to nack in order
         self.on_confirmed: Callable[[], None] | None = None  # for in-process sessions
         self.confirm_pending = False
@@ -745,6 +752,10 @@ class Channel:
             self.publish_seq += 1
             if refused:
                 self.nacks.append(self.publish_seq)
+            if self._enqueue_waits:
+                seq = self.publish_seq
+                self.confirm_waits += [(seq, p) for p in self._enqueue_waits]
+                self._enqueue_waits = []
             if not self.confirm_pending:
                 self.confirm_pending = True
                 self.node.confirms.append(self)
@@ -778,7 +789,9 @@ class Channel:
                     self.node.journal.log_message(msg, durable)
                     self.confirm_needs_sync = True
             for q in queues:
-                q.enqueue(msg)
+                p = q.enqueue(msg)
+                if p is not None:  # confirmed later (a replicated or a remote queue)
+                    self._enqueue_waits.append(p)
         elif mandatory:
             conn = self.conn
             conn.write(codec.return_method(self.number, NO_ROUTE, "NO_ROUTE", msg.exchange_ss,
@@ -789,8 +802,9 @@ class Channel:
 
     def flush_confirms(self) -> None:
         """Confirm everything published so far with one (possibly multiple) ack: at once, or
-        once the journal has synced when a persistent message reached a durable queue (or
-        an earlier ack still waits for the disk: acks go out in order)."""
+        once what it waits for is done: the journal's fsync when a persistent message reached
+        a durable queue, the answers of replicated or remote queues, and every earlier ack
+        (acks go out in order)."""
         self.confirm_pending = False
         if self.state is not OPEN:
             return
@@ -798,17 +812,29 @@ class Channel:
         if seq <= self.confirm_target:
             return
         self.confirm_target = seq
-        if self.confirm_needs_sync or self.sync_waits:
+        waits, self.confirm_waits = self.confirm_waits, []
+        if not (self.confirm_needs_sync or waits or self.confirm_queue):
+            self._send_confirm(seq)
+            return
+        item = [seq, len(waits) + 1]  # +1: released below, once every wait is registered
+        self.confirm_queue.append(item)
+        for wseq, p in waits:
+            p.on_done(lambda p, wseq=wseq: self._confirm_wait_done(item, wseq, p))
+        if self.confirm_needs_sync:
             self.confirm_needs_sync = False
-            self.sync_waits += 1
-            self.node.journal.after_sync(lambda: self._confirm_synced(seq))
-        else:
-            self._send_confirm(seq)
+            item[1] += 1
+            self.node.journal.after_sync(lambda: self._confirm_wait_done(item, 0, None))
+        self._confirm_wait_done(item, 0, None)
 
-    def _confirm_synced(self, seq: int) -> None:
-        self.sync_waits -= 1
-        if self.state is OPEN:
-            self._send_confirm(seq)
+    def _confirm_wait_done(self, item: list[int], seq: int, p: Pending | None) -> None:
+        if p is not None and (p.error is not None or not p.value):
+            bisect.insort(self.nacks, seq)  # refused (overflow) or lost: the publisher hears
+        item[1] -= 1
+        queue = self.confirm_queue
+        while queue and queue[0][1] == 0:
+            done = queue.popleft()
+            if self.state is OPEN:
+                self._send_confirm(done[0])
 
     def _send_confirm(self, seq: int) -> None:
         """Ack everything up to seq, nacking the refused ones on the way, in order."""
