@@ -87,9 +87,9 @@ def _one_of(*allowed: str):
 
 def _queue_type(v: Any, _args: dict) -> str | None:
     text = v.decode() if isinstance(v, bytes) else v
-    if text == "classic":
+    if text in ("classic", "quorum"):
         return None
-    if text in ("quorum", "stream"):
+    if text == "stream":
         return f"queue type '{text}' is not supported by this node yet"
     return f"{{invalid_value,{text!r}}}"
 

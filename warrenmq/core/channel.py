@@ -398,9 +398,12 @@ class Channel:
             q = self.node.live_queue(vhost, name)
             if q is None:
                 validate_queue_args(args, self._resource("queue", name))
+                qtype = _text(args.get("x-queue-type") or "classic")
+                members = self._quorum_members(m, name, args) if qtype == "quorum" else []
                 yield self.node.propose({
                     "op": "queue.declare", "vhost": vhost, "name": name, "durable": m.durable,
-                    "id": uuid.uuid4().hex, "node": self.node.name,
+                    "id": uuid.uuid4().hex, "node": self.node.name, "type": qtype,
+                    "members": members,
                     "exclusive_owner": self.conn.id if m.exclusive else None,
                     "auto_delete": m.auto_delete, "arguments": args})
                 q = self.node.live_queue(vhost, name)
@@ -418,6 +421,21 @@ class Channel:
         if not m.nowait:
             self.send(codec.make(C.Queue.DeclareOk, queue=name, message_count=q.message_count,
                                         consumer_count=len(q.consumers)))
+
+    def _quorum_members(self, m: C.Queue.Declare, name: str, args: dict) -> list[str]:
+        """A quorum queue's replicas: this node first, then the other members (sorted), as
+        many as x-quorum-initial-group-size asks (default: every node)."""
+        for flag, prop in ((not m.durable, "non-durable"), (m.exclusive, "exclusive-owner"),
+                           (m.auto_delete, "auto-delete")):
+            if flag:
+                raise AMQPError(PRECONDITION_FAILED, f"invalid property '{prop}' for "
+                                f"{self._resource('queue', name)}")
+        me = self.node.name
+        members = [me] + sorted(n for n in self.node.meta.members if n != me)
+        size = args.get("x-quorum-initial-group-size")
+        if isinstance(size, int) and not isinstance(size, bool) and size > 0:
+            members = members[:size]
+        return members
 
     def _queue_binding(self, m, add: bool) -> Proposing:
         qname = self._queue_name(m.queue)
@@ -450,11 +468,13 @@ class Channel:
         yield from self._queue_binding(m, False)
         self.send(C.Queue.UnbindOk())
 
-    def handle_queue_purge(self, m: C.Queue.Purge) -> None:
+    def handle_queue_purge(self, m: C.Queue.Purge) -> Proposing:
         qname = self._queue_name(m.queue)
         self.check_access("read", "queue", qname)
         q = self._queue(qname)
         count = q.purge()
+        if isinstance(count, Pending):  # a replicated queue answers once committed
+            count = yield count
         if not m.nowait:
             self.send(C.Queue.PurgeOk(message_count=count))
 
@@ -488,7 +508,7 @@ class Channel:
             self.global_prefetch = 0
         self.send(C.Basic.QosOk())
 
-    def handle_basic_consume(self, m: C.Basic.Consume) -> None:
+    def handle_basic_consume(self, m: C.Basic.Consume) -> Proposing:
         if m.queue == REPLY_TO:
             self._consume_replies(m)
             return
@@ -504,6 +524,15 @@ class Channel:
         consumer = Consumer(self, tag, codec.shortstr(tag), q, m.no_ack, m.exclusive,
                             self.prefetch, dict(m.arguments or {}))
         self.consumers[tag] = consumer
+        if q.deferred_consume:  # consume-ok once the queue (replicated, remote) took it
+            try:
+                yield q.add_consumer(consumer)
+            except AMQPError:
+                self.consumers.pop(tag, None)
+                raise
+            if not m.nowait:
+                self.send(codec.make(C.Basic.ConsumeOk, consumer_tag=tag))
+            return
         if not m.nowait:
             self.send(codec.make(C.Basic.ConsumeOk, consumer_tag=tag))
         q.add_consumer(consumer)
@@ -784,7 +813,7 @@ class Channel:
         if queues:
             msg.refs = len(queues)
             if msg.persistent:
-                durable = [q for q in queues if q.durable]
+                durable = [q for q in queues if q.journalled]
                 if durable:
                     self.node.journal.log_message(msg, durable)
                     self.confirm_needs_sync = True

@@ -66,6 +66,11 @@ class Node:
         self.on_applied: list = []  # shell hooks run after each committed command
         self.on_resumed: list = []  # shell hooks run when a parked connection resumes
         self.cluster_size = 1  # voters of the metadata group, kept up to date by the shell
+        # quorum queues are Raft groups: the shell creates their replicas (record) and
+        # removes them (queue) when they are deleted
+        self.on_quorum_created = None
+        self.describe_replicas = None  # record -> {"leader", "members", "online"} (shell)
+        self.on_queue_gone: list = []
 
     # -- boot -------------------------------------------------------------------------------------
     def bootstrap(self) -> list[Pending]:
@@ -91,6 +96,16 @@ class Node:
         self._waiting[ref] = p
         self.meta_log.submit(self, self.origin, ref, command)
         return p
+
+    def placed(self, command: dict) -> dict:
+        """A queue.declare made without a channel (definitions import): the queue lives on
+        this node; a quorum queue on every member (as a channel's declare does)."""
+        if command.get("op") == "queue.declare" and not command.get("node"):
+            command = {**command, "node": self.name}
+            if command.get("type") == "quorum" and not command.get("members"):
+                command["members"] = [self.name] + sorted(
+                    n for n in self.meta.members if n != self.name)
+        return command
 
     def committed(self, command: dict, origin: str = "", ref: int = 0) -> Any:
         """The metadata log committed `command`: apply it, and answer it if it came from here."""
@@ -122,10 +137,15 @@ class Node:
         reply, effects = self.meta.apply(command)
         for kind, record in effects:
             if kind == "queue.created":
-                if not record.node or record.node == self.name:
+                if record.type == "quorum":
+                    if self.on_quorum_created is not None:
+                        self.on_quorum_created(record)  # the shell hosts its Raft group
+                elif not record.node or record.node == self.name:
                     self.create_live_queue(record)  # a classic queue lives where declared
             elif kind == "policy.changed":
                 for q in self.queues.get(record, {}).values():
+                    if q.type_name != "classic":
+                        continue
                     apply_queue_settings(q, q.record.arguments, self._queue_policy(q))
                     if q.max_length is not None or q.max_length_bytes is not None:
                         q._drop_overflow()
@@ -154,6 +174,8 @@ class Node:
 
     def _queue_gone(self, q: ClassicQueue) -> None:
         q.delete()
+        for hook in self.on_queue_gone:
+            hook(q)
         consumers = list(q.consumers)
         q.consumers.clear()
         for consumer in consumers:
@@ -200,7 +222,7 @@ class Node:
                 continue
             copy.refs = len(targets)
             if copy.persistent:
-                durable = [q for q in targets if q.durable]
+                durable = [q for q in targets if q.journalled]
                 if durable:
                     self.journal.log_message(copy, durable)
             for q in targets:

@@ -217,7 +217,7 @@ def plan_import(meta: MetaMachine, doc: Any) -> tuple[list[dict], list[str]]:
         queues.add((q["vhost"], q["name"]))
         arguments = dict(q.get("arguments") or {})
         qtype = q.get("type") or arguments.get("x-queue-type") or "classic"
-        if qtype != "classic":
+        if qtype not in ("classic", "quorum"):
             notes.append(f"queue '{q['name']}' in vhost '{q['vhost']}' is of type '{qtype}', "
                          "imported as declared; it is served as a classic queue until that "
                          "type is supported")

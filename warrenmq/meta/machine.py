@@ -257,7 +257,7 @@ class MetaMachine:
         q = QueueRecord(c["vhost"], c["name"], c["durable"], c.get("exclusive_owner"),
                         c["auto_delete"], dict(c.get("arguments") or {}),
                         c.get("type", "classic"), c.get("id") or f"{c['vhost']}/{c['name']}",
-                        c.get("node") or "")
+                        c.get("node") or "", list(c.get("members") or []))
         vhost.queues[q.name] = q
         fx.append(("queue.created", q))
         # every queue is bound to the default exchange by its name (implicitly, see route())

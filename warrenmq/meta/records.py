@@ -66,6 +66,7 @@ class QueueRecord:
     type: str = "classic"
     id: str = ""  # this incarnation of the name: journal records refer to it
     node: str = ""  # the node a classic queue lives on ("" in a node-less test machine)
+    members: list[str] = field(default_factory=list)  # a quorum queue's replicas (node names)
 
 
 @dataclass(eq=False)

@@ -378,7 +378,8 @@ async def _import(call: Call, doc: Any) -> web.Response:
         commands, _notes = definitions.plan_import(call.node.meta, doc)
     except definitions.DefinitionsError as e:
         raise bad_request(str(e)) from None
-    pending = [(command, call.node.propose(command)) for command in commands]
+    pending = [(command, call.node.propose(call.node.placed(command)))
+               for command in commands]
     for command, p in pending:
         try:
             await wait(p)

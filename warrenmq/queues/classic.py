@@ -31,6 +31,7 @@ PAGE_BYTES_DEFAULT = 64 * 1024 * 1024
 
 class ClassicQueue:
     type_name = "classic"
+    deferred_consume = False  # consume-ok at once; the queue dispatches right after
 
     def __init__(self, record: QueueRecord, journal: Journal | None = None,
                  page_bytes: int = PAGE_BYTES_DEFAULT) -> None:
@@ -38,6 +39,7 @@ class ClassicQueue:
         self.name = record.name
         self.vhost = record.vhost
         self.durable = record.durable
+        self.journalled = record.durable  # persistent messages go to the node's journal
         self.journal = journal or NullJournal()
         self.page_bytes = page_bytes
         self.ready: deque[Entry] | PriorityReady = deque()

@@ -30,6 +30,7 @@ from . import identity
 from .cluster import Cluster, classic_formation, read_join_file, write_join_file
 from .metalog import GROUP, RaftMetaLog, wait
 from .protocol import AMQPProtocol
+from .quorum import QuorumQueues
 from .resources import ResourceMonitor, Watermarks
 
 log = logging.getLogger("warrenmq.server")
@@ -48,6 +49,7 @@ class App:
         self.host: RaftHost | None = None
         self.metalog: RaftMetaLog | None = None
         self.cluster: Cluster | None = None
+        self.quorum: QuorumQueues | None = None
         self.last_members: dict[str, int] = {}  # the cluster as the app last saw it
         self.node_id = 0
         # set by the runtime: the cookie that authenticates cluster links, and the control
@@ -135,6 +137,9 @@ class App:
 
     async def close_store(self, reason: str = "shutdown") -> None:
         self.node.fail_waiting(AMQPError(CONNECTION_FORCED, f"node stopping ({reason})"))
+        if self.quorum is not None:
+            await self.quorum.stop()
+            self.quorum = None
         if self.cluster is not None:
             self.last_members = self.cluster.members()
             await self.cluster.stop()
@@ -176,6 +181,10 @@ class App:
         self.metalog = RaftMetaLog(self.host, node, self.schedule_flush)
         node.meta_log = self.metalog
         node.on_applied.append(self._applied)
+        self.quorum = QuorumQueues(self)
+        node.on_quorum_created = self.quorum.created
+        node.on_queue_gone.append(self.quorum.gone)
+        node.describe_replicas = self.quorum.describe
         fresh = GROUP not in self.host.recovered_groups()
         voters = set(self.cluster.initial.values()) if joined else {node_id}
         self.host.add_group(GROUP, voters, self.metalog.apply, self.metalog.restore)
@@ -194,6 +203,7 @@ class App:
         journal.request_checkpoint = self._request_checkpoint
         for p in node.remove_transient():
             await wait(p)
+        self.quorum.start()
         log.info("node %s: data recovered from %s in %.2fs", cfg.nodename, cfg.data_dir,
                  self.loop.time() - started)
 

@@ -10,7 +10,8 @@ joining node starts its copy of the group empty, with the voters it was told, an
 from the leader (entries or a snapshot); it never bootstraps metadata of its own.
 
 Requests between nodes (over `cluster/links.py`):
-  meta.propose  a follower's metadata command, appended by the leader (metalog.py)
+  group.propose a follower's proposal to a group (metadata, a quorum queue), appended by
+                the group's leader
   meta.voter    add/remove a voter (run on the leader)
   meta.join     a node asks to join: member record + voter, answered with the members
   node.info     name, version, listeners, alarms: what cluster_status shows per node
@@ -30,7 +31,7 @@ from ..cluster.links import PeerLinks, PeerUnavailable, same_node
 from ..cluster.names import parse as parse_name
 from ..cluster.raft_transport import ClusterTransport
 from ..raft import ConfChangeOp
-from .metalog import GROUP, NotLeaderHere, wait
+from .metalog import GROUP, NotLeaderHere, propose_forwarded, wait
 
 if TYPE_CHECKING:
     from .app import App
@@ -122,7 +123,7 @@ class Cluster:
         self.links = PeerLinks(self.name, node_id, cookie)
         self.transport = ClusterTransport(self.links, self.name_of)
         self.initial: dict[str, int] = {}  # members as told at join, until the log says
-        self.links.on_request("meta.propose", self._meta_propose)
+        self.links.on_request("group.propose", self._group_propose)
         self.links.on_request("meta.voter", self._meta_voter)
         self.links.on_request("meta.join", self._meta_join)
         self.links.on_request("node.info", self._node_info)
@@ -176,7 +177,7 @@ class Cluster:
             runtime_control.link_handler = self.links.accept
         metalog = self.app.metalog
         assert metalog is not None
-        metalog.forward = self._forward
+        metalog.forward = self.forward
         metalog.describe_unreachable = self.describe_unreachable
         self.sync()
 
@@ -186,21 +187,24 @@ class Cluster:
         await self.links.stop()
 
     # -- metadata over the links ---------------------------------------------------------------
-    async def _forward(self, leader_id: int, data: bytes) -> None:
+    async def forward(self, leader_id: int, group: str, data: bytes) -> None:
+        """A proposal for `group`, sent to the node that leads it."""
         leader = self.name_of(leader_id)
         if leader is None:
             raise PeerUnavailable(str(leader_id), "the leader's name is not known yet")
-        reply = await self.links.request(leader, "meta.propose", data, REQUEST_TIMEOUT_S)
+        reply = await self.links.request(leader, "group.propose", [group, data],
+                                         REQUEST_TIMEOUT_S)
         if isinstance(reply, dict) and reply.get("not_leader"):
             raise NotLeaderHere(reply["not_leader"])
 
-    async def _meta_propose(self, peer: str, data: Any) -> Any:  # noqa: ARG002
-        metalog = self.app.metalog
-        assert metalog is not None
+    async def _group_propose(self, peer: str, payload: Any) -> Any:  # noqa: ARG002
+        group, data = payload
         try:
-            await metalog.propose_forwarded(bytes(data))
+            propose_forwarded(self.app.host, group, bytes(data))
         except NotLeaderHere as e:
             return {"not_leader": str(e)}
+        except Exception as e:  # noqa: BLE001 - an unknown group, a stopping host
+            return {"not_leader": f"{type(e).__name__}: {e}"}
         return {"ok": True}
 
     async def _on_leader(self, kind: str, payload: dict) -> Any:

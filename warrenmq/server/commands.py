@@ -645,7 +645,8 @@ async def import_definitions(rt: Runtime, args: dict) -> dict:
     except definitions.DefinitionsError as e:
         raise CommandError(f"invalid definitions: {e}") from None
     # pipelined: every command is submitted at once, in order, then each reply is checked
-    pending = [(cmd, _node(rt).propose(cmd)) for cmd in commands]
+    node = _node(rt)
+    pending = [(cmd, node.propose(node.placed(cmd))) for cmd in commands]
     for cmd, p in pending:
         await _checked(cmd, p)
     return {"applied": len(commands), "notes": notes}

@@ -78,6 +78,12 @@ def _vhost_or_fail(node: Node, vhost: str) -> Any:
     return record
 
 
+def _replicas(node: Node, record: Any) -> dict:
+    """Leader, members and online members of a replicated queue (the shell knows them)."""
+    describe = getattr(node, "describe_replicas", None)
+    return describe(record) if describe is not None and record.type == "quorum" else {}
+
+
 # -- queues -------------------------------------------------------------------------------------------
 def queues(node: Node, vhost: str, columns: list[str] | None) -> dict:
     record = _vhost_or_fail(node, vhost)
@@ -118,7 +124,10 @@ def queues(node: Node, vhost: str, columns: list[str] | None) -> dict:
         "state": lambda q: "running",
         "owner_pid": lambda q: connection_pid(node, q.exclusive_owner) if q.exclusive_owner
         else "",
-        "node": lambda q: node.config.nodename,
+        "node": lambda q: q.node or node.config.nodename,
+        "leader": lambda q: _replicas(node, q).get("leader", q.node or node.config.nodename),
+        "members": lambda q: _replicas(node, q).get("members", [q.node or node.config.nodename]),
+        "online": lambda q: _replicas(node, q).get("online", [q.node or node.config.nodename]),
     }
     return _table("list_queues", columns, known, ("name", "messages"), record.queues.values())
 

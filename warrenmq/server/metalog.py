@@ -66,7 +66,7 @@ class RaftMetaLog(MetaLog):
         self.on_applied = on_applied  # the shell flushes what the command's effects wrote
         self.timeout_s = timeout_s
         # forward(leader_id, entry) -> awaitable; set once cluster links exist
-        self.forward: Callable[[int, bytes], Any] | None = None
+        self.forward: Callable[[int, str, bytes], Any] | None = None
         self.describe_unreachable: Callable[[], str] = lambda: "no leader is known"
         self._tasks: set[asyncio.Task] = set()
 
@@ -78,50 +78,14 @@ class RaftMetaLog(MetaLog):
         task.add_done_callback(self._tasks.discard)
 
     async def _submit(self, ref: int, data: bytes) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout_s
         waiting = self.node._waiting
-        appended = False
-        why = ""
-        while ref in waiting and loop.time() < deadline:
-            if not appended:
-                leader = self.host.leader(GROUP)
-                try:
-                    if leader == self.host.node_id:
-                        fut = self.host.propose(GROUP, data)
-                        appended = True
-                        await asyncio.wait_for(asyncio.shield(fut),
-                                               max(0.0, deadline - loop.time()))
-                        return
-                    if leader and self.forward is not None:
-                        await asyncio.wait_for(self.forward(leader, data),
-                                               max(0.0, deadline - loop.time()))
-                        appended = True
-                        continue
-                    why = self.describe_unreachable()
-                except NotLeaderHere:
-                    why = "the leader changed"
-                except TimeoutError:
-                    break
-                except Exception as e:  # the entry may or may not be in some log
-                    why = str(e) or type(e).__name__
-                    if type(e).__name__ in ("NotLeader", "PeerUnavailable"):
-                        pass  # nothing was appended: try again
-                    else:
-                        appended = True
-            await asyncio.sleep(RETRY_S)
+        why = await submit(self.host, GROUP, data, self.forward, self.describe_unreachable,
+                           self.timeout_s, lambda: ref in waiting)
         if ref in waiting:
-            why = why or self.describe_unreachable()
             self.node.refused(ref, AMQPError(
                 INTERNAL_ERROR, f"metadata change not committed within {self.timeout_s:g}s: "
                 f"{why}"))
 
-    async def propose_forwarded(self, data: bytes) -> None:
-        """A follower's proposal, on the leader: append it (the follower waits for the
-        apply); NotLeaderHere if this node does not lead."""
-        if self.host.leader(GROUP) != self.host.node_id:
-            raise NotLeaderHere(f"not the leader (leader is {self.host.leader(GROUP)})")
-        self.host.propose(GROUP, data)
 
     # -- the group's state machine ----------------------------------------------------------
     def apply(self, index: int, data: bytes) -> Any:
@@ -161,6 +125,54 @@ class RaftMetaLog(MetaLog):
             if q is not None:
                 node._queue_gone(q)
         self.on_applied()
+
+
+# -- proposing to a group from any node --------------------------------------------------------
+async def submit(host: RaftHost, group: str, data: bytes, forward: Any,
+                 describe: Callable[[], str], timeout_s: float,
+                 waiting: Callable[[], bool]) -> str:
+    """Get `data` into `group`'s log: on the leader here, or forwarded to it with
+    `forward(leader_id, group, data)`. Retried while nothing can have been appended (no
+    leader known, not the leader, no link); once it may be in a log it is never proposed
+    again (it could apply twice): the caller learns the outcome when it is applied, and
+    `waiting()` says whether that happened. Returns why it gave up, if it did."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    appended = False
+    why = ""
+    while waiting() and loop.time() < deadline:
+        if not appended:
+            leader = host.leader(group)
+            try:
+                if leader == host.node_id:
+                    fut = host.propose(group, data)
+                    appended = True
+                    await asyncio.wait_for(asyncio.shield(fut), max(0.0, deadline - loop.time()))
+                    return ""
+                if leader and forward is not None:
+                    await asyncio.wait_for(forward(leader, group, data),
+                                           max(0.0, deadline - loop.time()))
+                    appended = True
+                    continue
+                why = describe()
+            except NotLeaderHere:
+                why = "the leader changed"
+            except TimeoutError:
+                break
+            except Exception as e:  # noqa: BLE001 - the entry may or may not be in some log
+                why = str(e) or type(e).__name__
+                if type(e).__name__ not in ("NotLeader", "PeerUnavailable"):
+                    appended = True
+        await asyncio.sleep(RETRY_S)
+    return why or describe()
+
+
+def propose_forwarded(host: RaftHost, group: str, data: bytes) -> None:
+    """A follower's proposal, on the leader: append it (the follower waits for the apply);
+    NotLeaderHere if this node does not lead the group."""
+    if host.leader(group) != host.node_id:
+        raise NotLeaderHere(f"not the leader of {group} (leader is {host.leader(group)})")
+    host.propose(group, data)
 
 
 # -- awaiting the core's Pendings in the shell ------------------------------------------------

@@ -290,7 +290,8 @@ def snapshot_commands(node: Node) -> list[dict]:
             out.append({"op": "queue.declare", "vhost": v.name, "name": q.name,
                         "durable": q.durable, "exclusive_owner": q.exclusive_owner,
                         "auto_delete": q.auto_delete, "arguments": q.arguments,
-                        "type": q.type, "id": q.id, "node": q.node})
+                        "type": q.type, "id": q.id, "node": q.node,
+                        "members": list(q.members)})
         for x in v.exchanges.values():
             for b in x.router.bindings:
                 out.append({"op": "binding.add", "vhost": v.name, "source": x.name,

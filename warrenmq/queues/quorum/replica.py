@@ -1,0 +1,330 @@
+"""A quorum queue as one node sees it: a replica of the queue's Raft group, and the queue
+object the channel talks to (the same calls as a ClassicQueue).
+
+Theory of operation. Every command (enqueue with its message, checkout, settle, return,
+discard, cancel, purge, down) is an entry of the queue's Raft group; `apply` runs on every
+replica, in log order, the deterministic `QuorumMachine`. Replies go back only on the node
+that proposed the command (the entry names its origin), which is how a publisher's confirm
+and a consumer's consume-ok are released: after a majority of replicas have the entry on
+disk. Deliveries are effects of the machine naming a consumer; the replica on the node where
+that consumer's channel lives carries them out, so a delivery needs no extra hop when every
+node is a replica (ha-all). Dead-lettering is done by the leader's replica only (at most once,
+as in RabbitMQ's default for quorum queues).
+
+Bodies stay in the log entries (the machine holds references); this replica keeps the
+bodies of live messages in memory (`bodies`, by Raft index) and drops them as the machine's
+release cursor moves. A snapshot carries the machine's state and the live bodies.
+
+Pure: proposing is `propose(data) -> Pending`, given by the shell, which also tells whether
+this replica leads (`is_leader`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+
+from ...amqp.codec import names
+from ...amqp.constants import ACCESS_REFUSED, PRECONDITION_FAILED, RESOURCE_ERROR
+from ...amqp.errors import AMQPError
+from ...core.message import FLAG_PRIORITY, Message
+from ...core.pending import Pending
+from .commands import (
+    Meta,
+    make_cancel,
+    make_checkout,
+    make_discard,
+    make_down,
+    make_enqueue,
+    make_purge,
+    make_return,
+    make_settle,
+    make_tick,
+)
+from .machine import QuorumMachine
+from .state import QueueConfig
+
+if TYPE_CHECKING:
+    from ...core.consumer import Consumer
+    from ...meta.records import QueueRecord
+
+# propose(data, still_waiting) -> a Pending that fails if the entry could not be submitted;
+# still_waiting() turns False once the entry was applied here (then no retry is needed)
+Propose = Callable[[bytes, Callable[[], bool]], Pending]
+
+
+def config_from(arguments: dict, policy: dict) -> QueueConfig:
+    """The machine's settings from the queue's arguments, then its effective policy."""
+    def pick(arg: str, key: str) -> Any:
+        value = arguments.get(arg)
+        if value is None:
+            value = policy.get(key)
+        return value.decode() if isinstance(value, bytes) else value
+
+    data: dict[str, Any] = {}
+    for field, arg, key in (("max_length", "x-max-length", "max-length"),
+                            ("max_length_bytes", "x-max-length-bytes", "max-length-bytes"),
+                            ("delivery_limit", "x-delivery-limit", "delivery-limit"),
+                            ("message_ttl_ms", "x-message-ttl", "message-ttl"),
+                            ("overflow", "x-overflow", "overflow"),
+                            ("single_active_consumer", "x-single-active-consumer", ""),
+                            ("max_priority", "x-max-priority", "")):
+        value = pick(arg, key) if key else arguments.get(arg)
+        if value is not None:
+            data[field] = value
+    known = set(QueueConfig.__dataclass_fields__)
+    return QueueConfig.from_dict({k: v for k, v in data.items() if k in known})
+
+
+class QuorumQueue:
+    type_name = "quorum"
+    journalled = False  # its log is the Raft group's, not the node's journal
+    deferred_consume = True  # consume-ok once the checkout is committed
+
+    def __init__(self, record: QueueRecord, origin: str, owner: str, propose: Propose,
+                 is_leader: Callable[[], bool], config: QueueConfig) -> None:
+        self.record = record
+        self.name = record.name
+        self.vhost = record.vhost
+        self.durable = record.durable
+        self.origin = origin  # this node's incarnation, as the entries name it
+        self.owner = owner  # this node's name: consumers here are `down`ed with it
+        self.propose = propose
+        self.is_leader = is_leader
+        self.machine = QuorumMachine(config)
+        self.bodies: dict[int, list] = {}  # raft index -> [pair, header, body, published_ms]
+        self.consumers: list[Consumer] = []  # the consumers on this node
+        self.local: dict[str, Consumer] = {}  # consumer id -> consumer on this node
+        self.cid_of: dict[Consumer, str] = {}
+        self.waiting: dict[int, Pending] = {}
+        self._next_ref = 0
+        self._next_cid = 0
+        self.deleted = False
+        self.had_consumers = False
+        self.last_used_ms = 0.0
+        self.consumer_timeout_ms: int | None = None
+        self.dead_letter_exchange: str | None = None
+        self.dead_letter_routing_key: str | None = None
+        self.overflow = config.overflow
+        self.published = self.delivered = self.acked = 0
+        self.on_dead: Callable[[Any, list[Message], str], None] = lambda q, m, r: None
+        self.on_cancelled: Callable[[Consumer], None] = lambda c: None
+        self.clock: Callable[[], float] = lambda: 0.0
+
+    # -- what the channel sees -------------------------------------------------------------
+    @property
+    def ready(self) -> Any:
+        return self.machine.ready
+
+    @property
+    def message_count(self) -> int:
+        return self.machine.messages_ready()
+
+    @property
+    def ready_bytes(self) -> int:
+        return sum(m.size_bytes for m in self.machine.ready)
+
+    @property
+    def resident_bytes(self) -> int:
+        """Bodies held in memory here: every live one (they also stay in the log)."""
+        return sum(len(b[2]) for b in self.bodies.values())
+
+    @property
+    def unacked(self) -> int:
+        """Checked out to consumers on any node (the channels count their own)."""
+        return self.machine.messages_checked_out()
+
+    @unacked.setter
+    def unacked(self, value: int) -> None:
+        pass  # the channel's bookkeeping for classic queues; the machine knows better
+
+    def rejects(self, message: Message) -> bool:  # noqa: ARG002 - the machine decides
+        return False
+
+    def dispatch(self) -> None:
+        """Deliveries are the machine's to make (on settle, credit, enqueue)."""
+
+    def enqueue(self, message: Message) -> Pending:
+        self.published += 1
+        cmd = make_enqueue(None, None, message.size, _priority(message), message.ttl_ms)
+        body = message.body if message.body is not None else b""
+        pair = message.exchange_ss + message.routing_key_ss
+        return self._submit(cmd, [pair, message.header, bytes(body), message.published_ms])
+
+    def add_consumer(self, consumer: Consumer) -> Pending:
+        self._next_cid += 1
+        cid = f"{self.origin}#{self._next_cid}"
+        self.local[cid] = consumer
+        self.cid_of[consumer] = cid
+        self.consumers.append(consumer)
+        self.had_consumers = True
+        prefetch = consumer.prefetch or consumer.channel.global_prefetch
+        priority = consumer.priority
+        p = self._submit(make_checkout(cid, self.owner, prefetch, priority,
+                                       consumer.exclusive, None))
+        p.on_done(lambda p: p.error is None or self._forget(consumer))
+        return p
+
+    def remove_consumer(self, consumer: Consumer) -> None:
+        cid = self.cid_of.get(consumer)
+        if cid is None:
+            return
+        self._forget(consumer)
+        if not self.deleted:
+            # the consumer's unacknowledged deliveries stay with its channel, which settles
+            # or returns them later (RabbitMQ's behaviour for quorum queues)
+            self._submit(make_cancel(cid, False))
+
+    def _forget(self, consumer: Consumer) -> None:
+        self.local.pop(self.cid_of.pop(consumer, ""), None)
+        if consumer in self.consumers:
+            self.consumers.remove(consumer)
+
+    def settle(self, entries: list[tuple], dead_reason: str | None = None) -> None:
+        self.acked += len(entries)
+        make = make_settle if dead_reason is None else make_discard
+        for cid, msg_ids in _by_consumer(entries).items():
+            self._submit(make(cid, msg_ids))
+
+    def requeue(self, entries: list[tuple]) -> None:
+        for cid, msg_ids in _by_consumer(entries).items():
+            self._submit(make_return(cid, msg_ids))
+
+    def take(self) -> None:
+        raise AMQPError(RESOURCE_ERROR, f"basic.get on quorum queue '{self.name}' in vhost "
+                        f"'{self.vhost}' is not supported yet: use basic.consume")
+
+    def purge(self) -> Pending:
+        return self._submit(make_purge())
+
+    def tick(self, now_ms: int) -> Pending:
+        return self._submit(make_tick(), ts_ms=now_ms)
+
+    def down(self, owner: str) -> Pending:
+        """Every consumer of `owner` (a node that went away) is gone: its deliveries return."""
+        return self._submit(make_down(owner))
+
+    def delete(self) -> None:
+        self.deleted = True
+        for p in self.waiting.values():
+            p.fail(AMQPError(404, f"queue '{self.name}' in vhost '{self.vhost}' was deleted"))
+        self.waiting.clear()
+
+    # -- proposing -------------------------------------------------------------------------
+    def _submit(self, cmd: Any, extra: list | None = None, ts_ms: float | None = None
+                ) -> Pending:
+        self._next_ref += 1
+        ref = self._next_ref
+        p = Pending()
+        self.waiting[ref] = p
+        ts = int(self.clock() if ts_ms is None else ts_ms)
+        data = msgpack.packb([self.origin, ref, ts, list(cmd), extra], use_bin_type=True)
+        sent = self.propose(data, lambda: ref in self.waiting)
+        sent.on_done(lambda s: s.error is None or self._refused(ref, s.error))
+        return p
+
+    def _refused(self, ref: int, error: BaseException) -> None:
+        p = self.waiting.pop(ref, None)
+        if p is not None:
+            p.fail(error)
+
+    # -- the replicated state machine ---------------------------------------------------------
+    def apply(self, index: int, data: bytes) -> Any:
+        origin, ref, ts, cmd, extra = msgpack.unpackb(data, raw=False)
+        if cmd[0] == "enqueue" and extra is not None:
+            self.bodies[index] = extra
+        reply, effects = self.machine.apply(Meta(index, ts), cmd)
+        if origin == self.origin:
+            p = self.waiting.pop(ref, None)
+            if p is not None:
+                self._answer(p, cmd[0], reply)
+        for effect in effects:
+            kind = effect[0]
+            if kind == "deliver":
+                self._deliver(effect[1], effect[2])
+            elif kind == "dead_letter":
+                self._dead_letter(effect[1], effect[2])
+            elif kind == "release_cursor":
+                cursor = effect[1]
+                for i in [i for i in self.bodies if i < cursor]:
+                    del self.bodies[i]
+            elif kind == "consumer_cancelled":
+                consumer = self.local.get(effect[1])
+                if consumer is not None:
+                    self._forget(consumer)
+                    self.on_cancelled(consumer)
+        return reply
+
+    @staticmethod
+    def _answer(p: Pending, op: str, reply: Any) -> None:
+        word = reply[0] if reply else None
+        if word == "error":
+            code, text = reply[1], reply[2]
+            if code == ACCESS_REFUSED and text == "in exclusive use":
+                p.fail(AMQPError(ACCESS_REFUSED, "in exclusive use"))
+            else:
+                p.fail(AMQPError(code if isinstance(code, int) else PRECONDITION_FAILED,
+                                 str(text)))
+        elif op == "enqueue":
+            p.resolve(word in ("enqueued", "duplicate"))
+        elif op == "purge":
+            p.resolve(reply[1])
+        else:
+            p.resolve(reply)
+
+    def _message(self, raft_index: int) -> Message | None:
+        stored = self.bodies.get(raft_index)
+        if stored is None:
+            return None
+        pair, header, body, published_ms = stored
+        exchange, routing_key, ex_ss, rk_ss = names(pair)
+        msg = Message(exchange, routing_key, ex_ss, rk_ss, header, body)
+        msg.published_ms = published_ms
+        return msg
+
+    def _deliver(self, cid: str, batch: list) -> None:
+        consumer = self.local.get(cid)
+        if consumer is None:
+            return  # a consumer on another node: its replica delivers
+        channel = consumer.channel
+        for msg_id, ref, redelivered, _count in batch:
+            msg = self._message(ref[0])
+            if msg is None:
+                continue
+            self.delivered += 1
+            channel.deliver(consumer, self, (msg_id, msg, bool(redelivered), cid))
+
+    def _dead_letter(self, reason: str, refs: list) -> None:
+        if not self.is_leader():
+            return
+        messages = [m for m in (self._message(ref[0]) for ref in refs) if m is not None]
+        if messages:
+            self.on_dead(self, messages, reason)
+
+    # -- snapshots ------------------------------------------------------------------------------
+    def snapshot(self) -> bytes:
+        live = set(self.machine.live_indexes())
+        return msgpack.packb([self.machine.snapshot(),
+                              [[i, b] for i, b in self.bodies.items() if i in live]],
+                             use_bin_type=True)
+
+    def restore(self, index: int, data: bytes) -> None:  # noqa: ARG002
+        state, bodies = msgpack.unpackb(data, raw=False, strict_map_key=False)
+        self.machine = QuorumMachine.from_snapshot(state)
+        self.bodies = {i: b for i, b in bodies}
+
+
+def _by_consumer(entries: list[tuple]) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for entry in entries:
+        out.setdefault(entry[3], []).append(entry[0])
+    return out
+
+
+def _priority(message: Message) -> int:
+    if not message.flags & FLAG_PRIORITY:
+        return 0
+    value = message.properties.priority
+    return value if isinstance(value, int) else 0
