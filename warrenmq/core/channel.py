@@ -38,11 +38,13 @@ from ..amqp.constants import (
 )
 from ..amqp.errors import AMQPError
 from ..meta.access import topic_permitted
+from ..meta.policies import effective_policy
 from .arguments import check_exchange_equivalence, check_queue_equivalence, validate_queue_args
 from .consumer import Consumer
 from .exchanges import EXCHANGE_TYPES
 from .message import FLAG_EXPIRATION, FLAG_HEADERS, FLAG_USER_ID, Message, sender_selected
 from .pending import Pending
+from .replicas import policy_replicas
 
 if TYPE_CHECKING:
     from ..meta.records import ExchangeRecord, QueueRecord
@@ -399,7 +401,8 @@ class Channel:
             if q is None:
                 validate_queue_args(args, self._resource("queue", name))
                 qtype = _text(args.get("x-queue-type") or "classic")
-                members = self._quorum_members(m, name, args) if qtype == "quorum" else []
+                members = self._quorum_members(m, name, args) if qtype == "quorum" else \
+                    self._mirrors(m, name)
                 yield self.node.propose({
                     "op": "queue.declare", "vhost": vhost, "name": name, "durable": m.durable,
                     "id": uuid.uuid4().hex, "node": self.node.name, "type": qtype,
@@ -436,6 +439,18 @@ class Channel:
         if isinstance(size, int) and not isinstance(size, bool) and size > 0:
             members = members[:size]
         return members
+
+    def _mirrors(self, m: C.Queue.Declare, name: str) -> list[str]:
+        """A classic queue under an ha-* policy is replicated (as a Raft group, like a quorum
+        queue) on the nodes the policy names; exclusive queues never are (as in RabbitMQ)."""
+        vhost = self.conn.vhost
+        if m.exclusive or not vhost.policies:
+            return []
+        policy = effective_policy(self.node.meta, vhost.name, "queue", name)
+        if policy is None:
+            return []
+        cluster = sorted(self.node.meta.members) or [self.node.name]
+        return policy_replicas(policy.definition, self.node.name, [], cluster) or []
 
     def _queue_binding(self, m, add: bool) -> Proposing:
         qname = self._queue_name(m.queue)
@@ -594,12 +609,14 @@ class Channel:
         if not m.nowait:
             self.send(codec.make(C.Basic.CancelOk, consumer_tag=m.consumer_tag))
 
-    def handle_basic_get(self, m: C.Basic.Get) -> None:
+    def handle_basic_get(self, m: C.Basic.Get) -> Proposing:
         qname = self._queue_name(m.queue)
         self.check_access("read", "queue", qname)
         q = self._queue(qname)
         q.last_used_ms = self.node.now_ms
         entry = q.take()
+        if isinstance(entry, Pending):  # a replicated queue: once the dequeue is committed
+            entry = yield entry
         if entry is None:
             self.send(C.Basic.GetEmpty())
             return
@@ -607,7 +624,7 @@ class Channel:
         msg = entry[1]
         conn = self.conn
         conn.write(codec.get_ok_method(self.number, tag, entry[2], msg.exchange_ss,
-                                       msg.routing_key_ss, len(q.ready)))
+                                       msg.routing_key_ss, q.message_count))
         conn.write_many(codec.content_frames(self.number, msg.header, msg.body, conn.frame_max))
 
     def _track(self, queue: ClassicQueue, entry: tuple, consumer: Consumer | None,

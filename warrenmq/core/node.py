@@ -137,7 +137,7 @@ class Node:
         reply, effects = self.meta.apply(command)
         for kind, record in effects:
             if kind == "queue.created":
-                if record.type == "quorum":
+                if record.members:  # replicated: quorum, or classic under an ha-* policy
                     if self.on_quorum_created is not None:
                         self.on_quorum_created(record)  # the shell hosts its Raft group
                 elif not record.node or record.node == self.name:
@@ -149,6 +149,9 @@ class Node:
                     apply_queue_settings(q, q.record.arguments, self._queue_policy(q))
                     if q.max_length is not None or q.max_length_bytes is not None:
                         q._drop_overflow()
+            elif kind == "queue.members":
+                if self.on_quorum_created is not None:
+                    self.on_quorum_created(record)  # the shell adds or drops its replica
             elif kind == "queue.deleted":
                 q = self.queues.get(record.vhost, {}).pop(record.name, None)
                 if q is not None:

@@ -9,7 +9,8 @@ its reply instead of raising, so every replica stays in step.
 
 Effects tell the node what to do outside the metadata: ("queue.created", record),
 ("queue.deleted", record), ("exchange.deleted", record), ("policy.changed", vhost name) and
-("members.changed", None).
+("members.changed", None),
+("queue.members", record).
 
 The cluster's members are metadata too: `members` maps each node name to its Raft id; the
 shell keeps the metadata group's voters and its links in step with it.
@@ -261,6 +262,19 @@ class MetaMachine:
         vhost.queues[q.name] = q
         fx.append(("queue.created", q))
         # every queue is bound to the default exchange by its name (implicitly, see route())
+        return q
+
+    def _queue_members(self, c: dict, fx: Effects) -> Any:
+        """A replicated queue's replica set changed (a policy, grow/shrink, a forgotten node);
+        `id` guards against a queue deleted and declared again meanwhile."""
+        vhost = self._vhost(c)
+        if isinstance(vhost, AMQPError):
+            return vhost
+        q = vhost.queues.get(c["name"])
+        if q is None or (c.get("id") and q.id != c["id"]):
+            return AMQPError(NOT_FOUND, f"no queue '{c['name']}' in vhost '{c['vhost']}'")
+        q.members = list(c["members"])
+        fx.append(("queue.members", q))
         return q
 
     def _queue_delete(self, c: dict, fx: Effects) -> Any:

@@ -375,7 +375,7 @@ async def get_messages(call: Call) -> web.Response:
         live = call.node.live_queue(q.vhost, q.name)
         for _ in range(count):
             before = ch.next_delivery_tag
-            ch.handle_basic_get(C.Basic.Get(queue=q.name, no_ack=False))
+            await finish(ch.handle_basic_get(C.Basic.Get(queue=q.name, no_ack=False)))
             if ch.next_delivery_tag == before:
                 break  # get-empty
             _queue, entry, _ = ch.unacked[ch.next_delivery_tag]

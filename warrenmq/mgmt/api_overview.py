@@ -318,12 +318,12 @@ async def aliveness(call: Call) -> web.Response:
         ch = session.channel
         await finish(ch.handle_queue_declare(C.Queue.Declare(queue="aliveness-test",
                                                              durable=False)))
-        ch.handle_queue_purge(C.Queue.Purge(queue="aliveness-test"))
+        await finish(ch.handle_queue_purge(C.Queue.Purge(queue="aliveness-test")))
         body = b"test_message"
         header = codec.encode_header_payload(len(body), C.Basic.Properties())
         ch.publish("", "aliveness-test", codec.shortstr(""), codec.shortstr("aliveness-test"),
                    False, header, body)
-        ch.handle_basic_get(C.Basic.Get(queue="aliveness-test", no_ack=True))
+        await finish(ch.handle_basic_get(C.Basic.Get(queue="aliveness-test", no_ack=True)))
         if not any(len(f) > 11 and f[7:11] == b"\x00\x3c\x00\x47" for f in
                    session.take_frames()):
             raise _failed("aliveness test failed: the message did not come back")

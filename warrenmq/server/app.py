@@ -230,8 +230,12 @@ class App:
             await asyncio.sleep(0.02)
 
     def _applied(self, command: dict) -> None:
-        if command["op"].startswith("member.") and self.cluster is not None:
+        op = command["op"]
+        if op.startswith("member.") and self.cluster is not None:
             self.cluster.sync()
+        if (op.startswith("member.") or op.startswith("policy.")) and self.quorum is not None \
+                and self.running:
+            self.quorum.reconcile_all()
 
     def node_info(self) -> dict:
         cfg = self.config

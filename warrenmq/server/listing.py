@@ -81,7 +81,7 @@ def _vhost_or_fail(node: Node, vhost: str) -> Any:
 def _replicas(node: Node, record: Any) -> dict:
     """Leader, members and online members of a replicated queue (the shell knows them)."""
     describe = getattr(node, "describe_replicas", None)
-    return describe(record) if describe is not None and record.type == "quorum" else {}
+    return describe(record) if describe is not None and record.members else {}
 
 
 # -- queues -------------------------------------------------------------------------------------------

@@ -23,9 +23,11 @@ from typing import TYPE_CHECKING
 from ..amqp.constants import INTERNAL_ERROR
 from ..amqp.errors import AMQPError
 from ..core.pending import Pending
+from ..core.replicas import policy_replicas
 from ..meta.policies import effective_policy
 from ..queues.quorum.replica import QuorumQueue, config_from
-from .metalog import submit
+from ..raft import ConfChangeOp
+from .metalog import submit, wait
 
 if TYPE_CHECKING:
     from ..meta.records import QueueRecord
@@ -35,6 +37,7 @@ log = logging.getLogger("warrenmq.quorum")
 
 TIMEOUT_S = 10.0
 TICK_S = 0.25
+RECONCILE_EVERY = 8  # ticks: replica sets are checked every 2 s
 
 
 def group_id(record: QueueRecord) -> str:
@@ -47,6 +50,7 @@ class QuorumQueues:
         self.replicas: dict[str, QuorumQueue] = {}  # group id -> replica on this node
         self._tasks: set[asyncio.Task] = set()
         self._ticker: asyncio.Task | None = None
+        self._reconciling: set[str] = set()
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -67,13 +71,16 @@ class QuorumQueues:
 
     # -- replicas ---------------------------------------------------------------------------------
     def created(self, record: QueueRecord) -> None:
+        """The record is new, or its members changed: host, keep or drop the replica."""
         node = self.app.node
         host = self.app.host
         assert host is not None
         members = record.members or [node.name]
-        if node.name not in members:
-            return  # not a replica here (using it from here is forwarding's business)
         gid = group_id(record)
+        if node.name not in members:
+            if gid in self.replicas:
+                self._drop(gid)
+            return  # not a replica here (using it from here is forwarding's business)
         if gid in self.replicas:
             return
         policy = self._policy(record)
@@ -99,6 +106,106 @@ class QuorumQueues:
                        q.restore)
         if record.node == node.name and len(voters) > 1:
             host.campaign(gid)  # the declaring node leads first: no election timeout to wait
+
+    def _drop(self, gid: str) -> None:
+        """This node is no longer a replica: stop hosting the group; consumers here end."""
+        q = self.replicas.pop(gid)
+        node = self.app.node
+        if node.queues.get(q.vhost, {}).get(q.name) is q:
+            del node.queues[q.vhost][q.name]
+        for consumer in list(q.consumers):
+            q._forget(consumer)
+            self._cancelled(consumer)
+        q.delete()
+        if self.app.host is not None:
+            try:
+                self.app.host.remove_group(gid)
+            except Exception:  # noqa: BLE001 - already gone
+                log.debug("group %s was not hosted", gid)
+
+    # -- replica sets: policies, joins, forgotten nodes -------------------------------------------
+    def reconcile_all(self) -> None:
+        """Each replica led here checks its replica set (and settings) against the policy and
+        the cluster; changes run in the background, one queue at a time."""
+        for gid, q in list(self.replicas.items()):
+            if self._leads(gid) and gid not in self._reconciling:
+                self._reconciling.add(gid)
+                self._spawn(self._reconcile(gid, q))
+
+    def _reconcile_drifted(self) -> None:
+        """A replica set that differs from what it should be (a change that failed, a
+        leadership handed over mid-change) is reconciled again by its leader."""
+        for gid, q in list(self.replicas.items()):
+            if gid not in self._reconciling and self._leads(gid) and \
+                    self.desired(q) != list(q.record.members):
+                self._reconciling.add(gid)
+                self._spawn(self._reconcile(gid, q))
+
+    def desired(self, q: QuorumQueue) -> list[str]:
+        record = q.record
+        cluster = self.app.cluster
+        alive = sorted(cluster.members()) if cluster is not None else [self.app.node.name]
+        current = [m for m in record.members if m in alive] or [self.app.node.name]
+        if record.type == "quorum":
+            return current  # grown and shrunk only on command (rabbitmq-queues' verbs)
+        policy = self._policy(record)
+        home = record.node if record.node in alive else current[0]
+        return policy_replicas(policy, home, current, alive) or [current[0]]
+
+    async def _reconcile(self, gid: str, q: QuorumQueue) -> None:
+        try:
+            policy = self._policy(q.record)
+            config = config_from(q.record.arguments, policy)
+            if config != q.machine.config:
+                q.update_config(config)
+            want = self.desired(q)
+            me = self.app.node.name
+            if me not in want and me in q.record.members:
+                # a leader does not remove itself: it hands over, and the new leader (its
+                # periodic reconcile) removes this replica
+                host = self.app.host
+                voters = host.group(gid).voters if host is not None else set()
+                target = next((self._id(n) for n in want if self._id(n) in voters), 0)
+                if target and host is not None:
+                    host.transfer_leadership(gid, target)
+                return
+            for name in [n for n in want if n not in q.record.members]:
+                await self.add_member(q, name)
+            for name in [n for n in q.record.members if n not in want]:
+                await self.remove_member(q, name)
+        except Exception as e:  # noqa: BLE001 - retried on the next change
+            log.warning("replica set of queue '%s' in vhost '%s' not changed: %s", q.name,
+                        q.vhost, e)
+        finally:
+            self._reconciling.discard(gid)
+
+    async def add_member(self, q: QuorumQueue, name: str) -> None:
+        """A new replica: first in the metadata (the node starts its replica, empty), then
+        in the group's configuration; it catches up from the leader while the queue serves."""
+        host = self.app.host
+        node = self.app.node
+        assert host is not None
+        gid = group_id(q.record)
+        members = [*q.record.members, name]
+        await wait(node.propose({"op": "queue.members", "vhost": q.vhost, "name": q.name,
+                                 "id": q.record.id, "members": members}))
+        node_id = self._id(name)
+        if node_id and node_id not in host.group(gid).voters:
+            await host.propose_conf_change(gid, ConfChangeOp.ADD, node_id)
+        log.info("queue '%s' in vhost '%s': replica added on %s", q.name, q.vhost, name)
+
+    async def remove_member(self, q: QuorumQueue, name: str) -> None:
+        host = self.app.host
+        node = self.app.node
+        assert host is not None
+        gid = group_id(q.record)
+        node_id = self._id(name)
+        if node_id and node_id in host.group(gid).voters and len(host.group(gid).voters) > 1:
+            await host.propose_conf_change(gid, ConfChangeOp.REMOVE, node_id)
+        members = [m for m in q.record.members if m != name]
+        await wait(node.propose({"op": "queue.members", "vhost": q.vhost, "name": q.name,
+                                 "id": q.record.id, "members": members}))
+        log.info("queue '%s' in vhost '%s': replica removed from %s", q.name, q.vhost, name)
 
     def _apply(self, q: QuorumQueue, index: int, data: bytes) -> object:
         reply = q.apply(index, data)
@@ -204,8 +311,12 @@ class QuorumQueues:
         self.app.schedule_flush()
 
     async def _tick(self) -> None:
+        turns = 0
         while True:
             await asyncio.sleep(TICK_S)
+            turns += 1
+            if turns % RECONCILE_EVERY == 0:
+                self._reconcile_drifted()
             now = int(time.time() * 1000)
             for gid, q in list(self.replicas.items()):
                 due = q.machine.next_timeout_ms()

@@ -141,6 +141,14 @@ def make_down(owner: str) -> Command:
     return ("down", owner)
 
 
+def make_dequeue(consumer_id: str, owner: str) -> Command:
+    """basic.get: take the head message, checked out to `consumer_id` (the getter's channel)
+    until it is settled, returned or discarded like a delivery."""
+    _text("consumer_id", consumer_id)
+    _text("owner", owner)
+    return ("dequeue", consumer_id, owner)
+
+
 def make_purge() -> Command:
     return ("purge",)
 

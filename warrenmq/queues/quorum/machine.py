@@ -209,6 +209,34 @@ class QuorumMachine:
         self._checkout(meta, out)
         return ("ok",)
 
+    def _dequeue(self, meta: Meta, cmd: Command, out: _Out) -> Reply:
+        """basic.get: the head message, checked out to the getter's own consumer record (never
+        in a delivery ring: status cancelled), to settle, return or discard like any other."""
+        cid, owner = cmd[1], cmd[2]
+        now = meta.ts_ms
+        self._expire_heads(now, out)
+        while True:
+            msg = self.ready.pop()
+            if msg is None:
+                return ("empty",)
+            if msg.expiry_ms is not None and msg.expiry_ms < now:
+                out.dead_letter("expired", msg)
+                self._gone.add(msg.raft_index)
+                continue
+            break
+        consumer = self.consumers.get(cid)
+        if consumer is None:
+            consumer = Consumer(cid, owner, 0, 0, False, None, self.next_order, CANCELLED)
+            self.next_order += 1
+            self.consumers[cid] = consumer
+        msg_id = consumer.next_msg_id
+        consumer.next_msg_id += 1
+        consumer.checked_out[msg_id] = (msg, now)
+        redelivered = msg.acquired_count > 0
+        msg.acquired_count += 1
+        return ("dequeued", msg_id, msg.ref(), redelivered, msg.delivery_count,
+                self.messages_ready())
+
     def _purge(self, meta: Meta, cmd: Command, out: _Out) -> Reply:
         purged = self.ready.clear()
         for msg in purged:
@@ -481,6 +509,7 @@ _HANDLERS: dict[Any, tuple[Any, int]] = {
     "cancel": (QuorumMachine._cancel, 3),
     "down": (QuorumMachine._down, 2),
     "purge": (QuorumMachine._purge, 1),
+    "dequeue": (QuorumMachine._dequeue, 3),
     "tick": (QuorumMachine._tick, 1),
     "update_config": (QuorumMachine._update_config, 2),
 }

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 
 from ...amqp.codec import names
-from ...amqp.constants import ACCESS_REFUSED, PRECONDITION_FAILED, RESOURCE_ERROR
+from ...amqp.constants import ACCESS_REFUSED, PRECONDITION_FAILED
 from ...amqp.errors import AMQPError
 from ...core.message import FLAG_PRIORITY, Message
 from ...core.pending import Pending
@@ -35,6 +35,7 @@ from .commands import (
     Meta,
     make_cancel,
     make_checkout,
+    make_dequeue,
     make_discard,
     make_down,
     make_enqueue,
@@ -42,6 +43,7 @@ from .commands import (
     make_return,
     make_settle,
     make_tick,
+    make_update_config,
 )
 from .machine import QuorumMachine
 from .state import QueueConfig
@@ -192,15 +194,38 @@ class QuorumQueue:
         for cid, msg_ids in _by_consumer(entries).items():
             self._submit(make_return(cid, msg_ids))
 
-    def take(self) -> None:
-        raise AMQPError(RESOURCE_ERROR, f"basic.get on quorum queue '{self.name}' in vhost "
-                        f"'{self.vhost}' is not supported yet: use basic.consume")
+    def take(self) -> Pending:
+        """basic.get: a Pending of the entry (or None when empty), once committed."""
+        cid = f"{self.origin}#get"
+        p = Pending()
+        sent = self._submit(make_dequeue(cid, self.owner))
+
+        def got(s: Pending) -> None:
+            if s.error is not None:
+                p.fail(s.error)
+                return
+            reply = s.value
+            if reply[0] != "dequeued":
+                p.resolve(None)
+                return
+            msg = self._message(reply[2][0])
+            if msg is None:  # cannot happen while the replica holds every live body
+                p.fail(AMQPError(PRECONDITION_FAILED, "message body not found"))
+                return
+            self.delivered += 1
+            p.resolve((reply[1], msg, bool(reply[3]), cid))
+
+        sent.on_done(got)
+        return p
 
     def purge(self) -> Pending:
         return self._submit(make_purge())
 
     def tick(self, now_ms: int) -> Pending:
         return self._submit(make_tick(), ts_ms=now_ms)
+
+    def update_config(self, config: QueueConfig) -> Pending:
+        return self._submit(make_update_config(config.to_dict()))
 
     def down(self, owner: str) -> Pending:
         """Every consumer of `owner` (a node that went away) is gone: its deliveries return."""
@@ -271,6 +296,8 @@ class QuorumQueue:
             p.resolve(word in ("enqueued", "duplicate"))
         elif op == "purge":
             p.resolve(reply[1])
+        elif op == "dequeue":
+            p.resolve(reply)
         else:
             p.resolve(reply)
 
