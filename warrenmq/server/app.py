@@ -38,6 +38,7 @@ log = logging.getLogger("warrenmq.server")
 TICK_S = 0.5
 RAFT_TICK_S = 0.1
 FORMATION_TIMEOUT_S = 60.0
+COMPACT_AFTER_ENTRIES = 20_000
 CLOSE_DEADLINE_S = 3.0
 
 
@@ -86,8 +87,8 @@ class App:
             shell = getattr(conn, "shell", None)
             if shell is not None:
                 shell.flush(now)
-            else:
-                conn.take_output()
+            # a connection without a socket (a direct session, a test's pipe) is read by
+            # its owner
 
     def check_resources(self) -> None:
         """Readings against the watermarks: raise or clear the memory and disk alarms."""
@@ -116,6 +117,7 @@ class App:
             self.node.check_consumer_timeouts(time.time() * 1000.0)
             if self.journal is not None and ticks % 10 == 0:
                 self.journal.maintain()
+                self._compact_long_logs()
             self.schedule_flush()
 
     # -- the store: journal and metadata group -------------------------------------------------------
@@ -249,6 +251,17 @@ class App:
         return {"name": cfg.nodename, "version": __version__, "listeners": listeners,
                 "alarms": sorted(self.node.alarms), "running": self.running}
 
+    def _compact_long_logs(self) -> None:
+        """A replicated queue's log held in memory is cut once it is long: snapshot at the
+        applied index (the machine and the live bodies), older entries dropped."""
+        if self.host is None or self.quorum is None:
+            return
+        for gid, q in list(self.quorum.replicas.items()):
+            raft = self.host.group(gid)
+            if raft.applied_index - raft.log.first_index() > COMPACT_AFTER_ENTRIES:
+                fut = self.host.compact(gid, q.snapshot())
+                fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+
     def _request_checkpoint(self) -> None:
         """The journal wants old segments gone: snapshot the metadata group after them."""
         if self._checkpointing is None and self.host is not None:
@@ -258,11 +271,20 @@ class App:
         try:
             if self.host is None or self.journal is None or self.metalog is None:
                 return
-            loc = await self.host.compact(GROUP, self.metalog.snapshot())
+            # every group's image is taken now, with no await in between: each matches its
+            # group's applied index (see RaftHost.compact)
+            images = [(GROUP, self.metalog.snapshot())]
+            if self.quorum is not None:
+                images += [(gid, q.snapshot()) for gid, q in self.quorum.replicas.items()]
+            futures = [self.host.compact(gid, data) for gid, data in images]
+            locations = await asyncio.gather(*futures, return_exceptions=True)
+            failed = [e for e in locations if isinstance(e, BaseException)]
+            if failed:
+                raise failed[0]
             if self.journal is not None:
-                self.journal.checkpoint_segment = loc.segment_id
+                self.journal.checkpoint_segment = min(loc.segment_id for loc in locations)
         except Exception:
-            log.exception("metadata checkpoint failed")
+            log.exception("checkpoint of the Raft groups failed")
         finally:
             self._checkpointing = None
 

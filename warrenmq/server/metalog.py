@@ -115,6 +115,12 @@ class RaftMetaLog(MetaLog):
         keep = set()
         for v in fresh.vhosts.values():
             for rec in v.queues.values():
+                if rec.members:  # replicated: the shell hosts (or keeps) its replica
+                    if node.name in rec.members:
+                        keep.add((v.name, rec.name, rec.id))
+                    if node.on_quorum_created is not None:
+                        node.on_quorum_created(rec)
+                    continue
                 if rec.node and rec.node != node.name:
                     continue
                 keep.add((v.name, rec.name, rec.id))

@@ -60,7 +60,8 @@ class QuorumQueues:
             cluster.links.on_peer_down(self._peer_down)
         # consumers of this node's previous run are gone: return what they held
         for q in list(self.replicas.values()):
-            self._spawn(self._when_led(q, lambda q=q: q.down(self.app.node.name)))
+            self._spawn(self._when_led(
+                q, lambda q=q: q.down_node(self.app.node.name, keep=q.origin)))
 
     async def stop(self) -> None:
         if self._ticker is not None:
@@ -298,7 +299,7 @@ class QuorumQueues:
     def _peer_down(self, peer: str) -> None:
         for gid, q in list(self.replicas.items()):
             if self._leads(gid):
-                q.down(peer)
+                q.down_node(peer)
 
     def _cancelled(self, consumer) -> None:
         channel = consumer.channel

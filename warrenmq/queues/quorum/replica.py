@@ -92,7 +92,10 @@ class QuorumQueue:
         self.vhost = record.vhost
         self.durable = record.durable
         self.origin = origin  # this node's incarnation, as the entries name it
-        self.owner = owner  # this node's name: consumers here are `down`ed with it
+        # consumers here are owned by this node's incarnation, so a restarted node's former
+        # consumers can be told from its new ones (see down_node)
+        self.owner = origin
+        self.node_name = owner
         self.propose = propose
         self.is_leader = is_leader
         self.machine = QuorumMachine(config)
@@ -226,6 +229,14 @@ class QuorumQueue:
 
     def update_config(self, config: QueueConfig) -> Pending:
         return self._submit(make_update_config(config.to_dict()))
+
+    def down_node(self, name: str, keep: str | None = None) -> None:
+        """Every consumer of node `name` (of its every incarnation but `keep`) is gone: their
+        deliveries return to the queue."""
+        owners = sorted({c.owner for c in self.machine.consumers.values()
+                         if c.owner.rsplit("/", 1)[0] == name and c.owner != keep})
+        for owner in owners:
+            self.down(owner)
 
     def down(self, owner: str) -> Pending:
         """Every consumer of `owner` (a node that went away) is gone: its deliveries return."""
