@@ -1,5 +1,7 @@
-"""Priority queues, single active consumer, sender-selected distribution (CC/BCC) and
-direct reply-to, as RabbitMQ documents them."""
+"""Priority queues, single active consumer, consumer priorities, alternate exchanges,
+sender-selected distribution (CC/BCC) and direct reply-to, as RabbitMQ documents them, on
+classic and quorum queues alike where RabbitMQ 3.10 has the feature for both (message
+priorities are classic only: see tests/features/test_quorum_queues.py)."""
 
 from __future__ import annotations
 
@@ -46,9 +48,8 @@ def test_priority_queue_requeue_keeps_order_within_a_priority(ch):
     assert _get_all(ch, q) == [b"c", b"a"]
 
 
-def test_single_active_consumer_fails_over_in_order(conn, ch):
-    q = ch.queue_declare(unique("sac"), arguments={"x-single-active-consumer": True},
-                         auto_delete=True).method.queue
+def test_single_active_consumer_fails_over_in_order(conn, ch, declare):
+    q = declare(ch, unique("sac"), {"x-single-active-consumer": True})
     got: dict[str, list[bytes]] = {"first": [], "second": []}
     c1 = ch.basic_consume(q, lambda c, m, p, b: got["first"].append(b), auto_ack=True)
     ch.basic_consume(q, lambda c, m, p, b: got["second"].append(b), auto_ack=True)
@@ -61,12 +62,41 @@ def test_single_active_consumer_fails_over_in_order(conn, ch):
     _pump(conn, lambda: got["second"] == [b"after"])
 
 
-def test_cc_and_bcc_add_routing_keys_and_bcc_is_stripped(ch):
+def test_consumer_priorities_serve_the_highest_with_room_first(conn, ch, declare):
+    q = declare(ch, unique("cprio"))
+    low, high = conn.channel(), conn.channel()
+    high.basic_qos(prefetch_count=2)
+    got: dict[str, list[bytes]] = {"low": [], "high": []}
+    low.basic_consume(q, lambda c, m, p, b: got["low"].append(b), auto_ack=False,
+                      arguments={"x-priority": 1})
+    high.basic_consume(q, lambda c, m, p, b: got["high"].append(b), auto_ack=False,
+                       arguments={"x-priority": 10})
+    for i in range(3):
+        ch.basic_publish("", q, f"m{i}".encode())
+    # the high-priority consumer takes all it may hold; the rest goes to the low one
+    _pump(conn, lambda: len(got["high"]) == 2 and len(got["low"]) == 1)
+    assert got == {"high": [b"m0", b"m1"], "low": [b"m2"]}
+
+
+def test_alternate_exchange_gets_the_unroutable_into_either_queue_type(ch, declare):
+    ae, x = unique("ae"), unique("x")
+    ch.exchange_declare(ae, "fanout", auto_delete=True)
+    ch.exchange_declare(x, "direct", auto_delete=True, arguments={"alternate-exchange": ae})
+    routed, unrouted = declare(ch), declare(ch)
+    ch.queue_bind(routed, x, "known")
+    ch.queue_bind(unrouted, ae)
+    ch.basic_publish(x, "known", b"routed")
+    ch.basic_publish(x, "unknown", b"unrouted")
+    assert _get_all(ch, routed) == [b"routed"]
+    assert _get_all(ch, unrouted) == [b"unrouted"]
+
+
+def test_cc_and_bcc_add_routing_keys_and_bcc_is_stripped(ch, declare):
     x = unique("cc")
     ch.exchange_declare(x, "direct", auto_delete=True)
     queues = {}
     for key in ("main", "copy", "blind"):
-        queues[key] = ch.queue_declare("", exclusive=True).method.queue
+        queues[key] = declare(ch)
         ch.queue_bind(queues[key], x, key)
     ch.basic_publish(x, "main", b"hello",
                      pika.BasicProperties(headers={"CC": ["copy"], "BCC": ["blind"], "n": 1}))
@@ -77,10 +107,10 @@ def test_cc_and_bcc_add_routing_keys_and_bcc_is_stripped(ch):
         assert "BCC" not in props.headers
 
 
-def test_direct_reply_to_round_trip(conn, broker):
+def test_direct_reply_to_round_trip(conn, broker, declare):
     server_conn = pika.BlockingConnection(pika.URLParameters(broker.url()))
     server = server_conn.channel()
-    rpc_queue = server.queue_declare("", exclusive=True).method.queue
+    rpc_queue = declare(server)  # the requests' queue, of either type
 
     client = conn.channel()
     replies: list[tuple[bytes, str]] = []

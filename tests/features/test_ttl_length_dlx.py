@@ -1,6 +1,6 @@
 """Message TTL (queue and per message), queue expiry, length limits with every overflow mode
-and dead-lettering with RabbitMQ's x-death header, on classic queues, by argument and by
-policy."""
+and dead-lettering with RabbitMQ's x-death header, by argument and by policy, on classic and
+quorum queues alike (`queue_type`; what only one type has is said where it is tested)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pika
 import pytest
 
 from tests.conftest import unique
+from tests.features.conftest import declare_queue
 from tests.support.node import wait_for
 
 
@@ -26,18 +27,19 @@ def _get_all(ch, queue: str) -> list[tuple[bytes, dict]]:
         out.append((body, props.headers or {}))
 
 
-def _dlx_pair(ch, **args) -> tuple[str, str, str]:
-    """A queue with the given arguments dead-lettering into a fanout DLX and its queue."""
-    dlx, dead, q = unique("dlx"), unique("dead"), unique("q")
+def _dlx_pair(ch, declare, **args) -> tuple[str, str, str]:
+    """A queue of the test's type with the given arguments, dead-lettering into a fanout DLX
+    bound to a (classic) queue."""
+    dlx, dead = unique("dlx"), unique("dead")
     ch.exchange_declare(dlx, "fanout", auto_delete=True)
     ch.queue_declare(dead, exclusive=True)
     ch.queue_bind(dead, dlx)
-    ch.queue_declare(q, exclusive=True, arguments={"x-dead-letter-exchange": dlx, **args})
+    q = declare(ch, unique("q"), {"x-dead-letter-exchange": dlx, **args})
     return q, dead, dlx
 
 
-def test_queue_ttl_expires_messages_into_the_dlx_with_x_death(ch):
-    q, dead, dlx = _dlx_pair(ch, **{"x-message-ttl": 100})
+def test_queue_ttl_expires_messages_into_the_dlx_with_x_death(ch, declare):
+    q, dead, dlx = _dlx_pair(ch, declare, **{"x-message-ttl": 100})
     ch.basic_publish("", q, b"old", pika.BasicProperties(headers={"k": "v"}))
     wait_for(lambda: _count(ch, dead) == 1, 5, what="the message to expire")
     assert _count(ch, q) == 0
@@ -50,20 +52,23 @@ def test_queue_ttl_expires_messages_into_the_dlx_with_x_death(ch):
     assert headers["x-first-death-queue"] == q
 
 
-def test_per_message_ttl_and_original_expiration(ch):
-    q, dead, _ = _dlx_pair(ch)
+def test_per_message_ttl_and_original_expiration(ch, declare, queue_type):
+    q, dead, _ = _dlx_pair(ch, declare)
     ch.basic_publish("", q, b"short", pika.BasicProperties(expiration="50"))
     ch.basic_publish("", q, b"forever")
     wait_for(lambda: _count(ch, dead) == 1, 5, what="the short-lived message to expire")
     [(body, headers)] = _get_all(ch, dead)
     assert body == b"short"
     assert headers["x-death"][0]["original-expiration"] == "50"
-    assert _get_all(ch, q) == [(b"forever", {})]
+    [(body, headers)] = _get_all(ch, q)
+    assert body == b"forever"
+    # a quorum queue counts failed deliveries on every basic.get (RabbitMQ 3.10)
+    assert headers == ({} if queue_type == "classic" else {"x-delivery-count": 0})
 
 
-def test_invalid_expiration_is_precondition_failed(conn):
+def test_invalid_expiration_is_precondition_failed(conn, declare):
     ch = conn.channel()
-    q = ch.queue_declare("", exclusive=True).method.queue
+    q = declare(ch)
     ch.basic_publish("", q, b"x", pika.BasicProperties(expiration="soon"))
     with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
         ch.queue_declare(q, passive=True)
@@ -71,8 +76,8 @@ def test_invalid_expiration_is_precondition_failed(conn):
     assert "invalid expiration" in e.value.reply_text
 
 
-def test_ttl_zero_delivers_to_a_waiting_consumer_or_expires(ch, conn):
-    q = ch.queue_declare("", exclusive=True, arguments={"x-message-ttl": 0}).method.queue
+def test_ttl_zero_delivers_to_a_waiting_consumer_or_expires(ch, conn, declare):
+    q = declare(ch, arguments={"x-message-ttl": 0})
     ch.basic_publish("", q, b"nobody waits")
     time.sleep(0.01)  # not synchronisation: only lets the wall clock move past publish time
     assert ch.basic_get(q)[0] is None
@@ -85,8 +90,8 @@ def test_ttl_zero_delivers_to_a_waiting_consumer_or_expires(ch, conn):
     assert got == [b"taken at once"]
 
 
-def test_rejected_messages_are_dead_lettered(ch):
-    q, dead, _ = _dlx_pair(ch)
+def test_rejected_messages_are_dead_lettered(ch, declare):
+    q, dead, _ = _dlx_pair(ch, declare)
     for body in (b"a", b"b"):
         ch.basic_publish("", q, body)
     m1 = ch.basic_get(q)[0]
@@ -99,8 +104,8 @@ def test_rejected_messages_are_dead_lettered(ch):
     assert _count(ch, q) == 1
 
 
-def test_x_death_counts_repeated_deaths_in_the_same_queue(ch):
-    q, dead, dlx = _dlx_pair(ch)
+def test_x_death_counts_repeated_deaths_in_the_same_queue(ch, declare):
+    q, dead, dlx = _dlx_pair(ch, declare)
     ch.queue_bind(q, dlx)  # dead letters come back to q: rejected twice
     ch.queue_unbind(dead, dlx)
     ch.basic_publish("", q, b"boomerang")
@@ -113,20 +118,19 @@ def test_x_death_counts_repeated_deaths_in_the_same_queue(ch):
     assert death["count"] == 2 and death["reason"] == "rejected"
 
 
-def test_expiry_cycle_is_dropped(ch):
+def test_expiry_cycle_is_dropped(ch, declare):
     """A queue dead-lettering to itself on expiry would loop forever: RabbitMQ drops it."""
-    dlx, q = unique("cyc"), unique("q")
+    dlx = unique("cyc")
     ch.exchange_declare(dlx, "fanout", auto_delete=True)
-    ch.queue_declare(q, exclusive=True, arguments={"x-dead-letter-exchange": dlx,
-                                                    "x-message-ttl": 50})
+    q = declare(ch, unique("q"), {"x-dead-letter-exchange": dlx, "x-message-ttl": 50})
     ch.queue_bind(q, dlx)
     ch.basic_publish("", q, b"loop")
     time.sleep(0.3)  # several TTLs: with no cycle detection it would keep coming back
     wait_for(lambda: _count(ch, q) == 0, 5, what="the cycling message to be dropped")
 
 
-def test_max_length_drop_head_dead_letters_the_oldest(ch):
-    q, dead, _ = _dlx_pair(ch, **{"x-max-length": 2})
+def test_max_length_drop_head_dead_letters_the_oldest(ch, declare):
+    q, dead, _ = _dlx_pair(ch, declare, **{"x-max-length": 2})
     for body in (b"1", b"2", b"3", b"4"):
         ch.basic_publish("", q, body)
     assert [b for b, _ in _get_all(ch, q)] == [b"3", b"4"]
@@ -135,17 +139,15 @@ def test_max_length_drop_head_dead_letters_the_oldest(ch):
     assert dead_letters[0][1]["x-death"][0]["reason"] == "maxlen"
 
 
-def test_max_length_bytes(ch):
-    q = ch.queue_declare("", exclusive=True, arguments={"x-max-length-bytes": 10}).method.queue
+def test_max_length_bytes(ch, declare):
+    q = declare(ch, arguments={"x-max-length-bytes": 10})
     for body in (b"12345", b"67890", b"abcde"):
         ch.basic_publish("", q, body)
     assert [b for b, _ in _get_all(ch, q)] == [b"67890", b"abcde"]
 
 
-def test_reject_publish_nacks_the_publisher(ch):
-    q = ch.queue_declare("", exclusive=True, arguments={"x-max-length": 1,
-                                                         "x-overflow": "reject-publish"})
-    q = q.method.queue
+def test_reject_publish_nacks_the_publisher(ch, declare):
+    q = declare(ch, arguments={"x-max-length": 1, "x-overflow": "reject-publish"})
     ch.basic_publish("", q, b"fits")
     with pytest.raises(pika.exceptions.NackError):
         ch.basic_publish("", q, b"refused")
@@ -154,16 +156,28 @@ def test_reject_publish_nacks_the_publisher(ch):
     assert [b for b, _ in _get_all(ch, q)] == [b"room again"]
 
 
-def test_reject_publish_dlx_dead_letters_the_refused(ch):
-    q, dead, _ = _dlx_pair(ch, **{"x-max-length": 1, "x-overflow": "reject-publish-dlx"})
+def test_reject_publish_dlx_dead_letters_the_refused(ch, declare, queue_type):
+    q, dead, _ = _dlx_pair(ch, declare, **{"x-max-length": 1,
+                                           "x-overflow": "reject-publish-dlx"})
     ch.basic_publish("", q, b"fits")
+    if queue_type == "quorum":
+        # RabbitMQ 3.10 quorum queues have no reject-publish-dlx: they take the argument
+        # and fall back to drop-head
+        ch.basic_publish("", q, b"taken")
+        assert [b for b, _ in _get_all(ch, q)] == [b"taken"]
+        wait_for(lambda: _count(ch, dead) == 1, 5, what="the dropped head")
+        assert [b for b, _ in _get_all(ch, dead)] == [b"fits"]
+        return
     with pytest.raises(pika.exceptions.NackError):
         ch.basic_publish("", q, b"refused")
     assert [b for b, _ in _get_all(ch, dead)] == [b"refused"]
 
 
-def test_queue_expires_when_unused(ch):
-    q = ch.queue_declare(unique("exp"), arguments={"x-expires": 200}).method.queue
+def test_queue_expires_when_unused(ch, queue_type):
+    # not exclusive, so it is not deleted with the connection first
+    q = unique("exp")
+    args = {"x-expires": 200, **({"x-queue-type": "quorum"} if queue_type == "quorum" else {})}
+    ch.queue_declare(q, durable=queue_type == "quorum", arguments=args)
 
     def gone() -> bool:
         try:
@@ -174,12 +188,13 @@ def test_queue_expires_when_unused(ch):
         except pika.exceptions.ChannelClosedByBroker as e:
             return e.reply_code == 404
 
-    # any declare, passive included, renews the lease (as in RabbitMQ): probe less often
-    # than the expiry
+    # any declare of a classic queue, passive included, renews the lease (as in RabbitMQ; a
+    # quorum queue's is renewed by consumers and basic.get only): probe less often than the
+    # expiry
     wait_for(gone, 5, interval_s=0.5, what="the unused queue to expire")
 
 
-def test_policies_set_ttl_length_and_dlx(node_factory):
+def test_policies_set_ttl_length_and_dlx(node_factory, queue_type):
     node = node_factory("feature-policy")
     conn = pika.BlockingConnection(pika.URLParameters(node.url()))
     ch = conn.channel()
@@ -187,7 +202,11 @@ def test_policies_set_ttl_length_and_dlx(node_factory):
     ch.exchange_declare("dlx", "fanout")
     ch.queue_declare("dead")
     ch.queue_bind("dead", "dlx")
-    ch.queue_declare("limited")
+    # on a private node: the classic one need not be exclusive, and nothing is left over
+    if queue_type == "quorum":
+        declare_queue(ch, queue_type, "limited")
+    else:
+        ch.queue_declare("limited")
     for body in (b"1", b"2", b"3"):
         ch.basic_publish("", "limited", body)
     r = node.ctl("set_policy", "lim", "^limited$",

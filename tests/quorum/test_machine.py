@@ -154,6 +154,18 @@ def test_cancel_without_requeue_stops_deliveries_but_keeps_the_held_messages_ack
     assert q(make_cancel("c1"))[0] == ("not_found",)
 
 
+def test_cancel_keeping_what_the_channel_holds_returns_the_deliveries_it_never_got() -> None:
+    q = Log()
+    q(make_checkout("c1", "ch1"))
+    q(enq(1))
+    q(enq(2))  # delivered after the client cancelled: its channel never sees it
+    reply, _ = q(make_cancel("c1", [0]))
+    assert reply == ("ok", 2)
+    assert [(m.raft_index, m.delivery_count) for m in q.machine.ready] == [(3, 1)]
+    assert q(make_settle("c1", [0]))[0] == ("ok", 1)  # still ackable
+    assert "c1" not in q.machine.consumers
+
+
 def test_down_returns_the_owners_messages_redelivered_and_forgets_its_publisher() -> None:
     q = Log()
     q(make_checkout("a", "ch1", prefetch=1))

@@ -1,8 +1,11 @@
 """Random command logs against the quorum queue machine (rabbit_fifo_prop's idea), with the
 invariants checked after every command:
 
-- every accepted message is in exactly one place: ready, checked out by one consumer,
-  settled, dead-lettered (rejected / maxlen / delivery_limit), expired, or purged;
+- every accepted message is in exactly one place: ready, checked out by one consumer, held
+  as an at-least-once dead letter, settled, dead-lettered (rejected / maxlen /
+  delivery_limit), expired, forwarded (a held dead letter settled), or purged;
+- a held dead letter is named (`dead_letter_pending`) when it dies and only then, or again
+  on a tick; `queue_expired` only comes from a tick, with x-expires and no consumer;
 - a consumer that gets a delivery holds no more than its prefetch afterwards; only active
   consumers get deliveries; under single-active-consumer at most one is active;
 - delivery counts never go down, and no message is delivered after its expiry;
@@ -24,6 +27,7 @@ from warrenmq.queues.quorum import (
     make_cancel,
     make_checkout,
     make_credit,
+    make_dead_letter_settle,
     make_discard,
     make_down,
     make_enqueue,
@@ -32,6 +36,7 @@ from warrenmq.queues.quorum import (
     make_settle,
     make_tick,
 )
+from warrenmq.queues.quorum.machine import DEAD_LETTER_RETRY_MS
 from warrenmq.queues.quorum.state import CANCELLED, QUIESCING, UP
 
 CONSUMERS = ["c1", "c2", "c3"]
@@ -47,6 +52,8 @@ configs = st.fixed_dictionaries({}, optional={
     "max_priority": st.integers(1, 3),
     "single_active_consumer": st.booleans(),
     "consumer_timeout_ms": st.sampled_from([50, 300]),
+    "dead_letter_strategy": st.sampled_from(["at-most-once", "at-least-once"]),
+    "expires_ms": st.sampled_from([100, 500]),
 })
 
 
@@ -67,7 +74,8 @@ class QuorumQueueLog(RuleBasedStateMachine):
         self.next_seq = dict.fromkeys(PUBLISHERS, 1)
         self.accepted: set[int] = set()
         self.gone: dict[str, set[int]] = {k: set() for k in (
-            "settled", "rejected", "maxlen", "delivery_limit", "expired", "purged")}
+            "settled", "rejected", "maxlen", "delivery_limit", "expired", "purged",
+            "forwarded")}
         self.delivery_counts: dict[int, int] = {}
         self.cursor = 0
 
@@ -77,6 +85,7 @@ class QuorumQueueLog(RuleBasedStateMachine):
         self.index += 1
         meta = Meta(self.index, self.now_ms)
         before_ready = {m.raft_index for m in machine.ready}
+        before_held = set(machine.discards)
         before_out = {cid: {mid: m.raft_index for mid, (m, _) in c.checked_out.items()}
                       for cid, c in machine.consumers.items()}
         reply, effects = machine.apply(meta, command)
@@ -94,7 +103,13 @@ class QuorumQueueLog(RuleBasedStateMachine):
         if op == "purge":
             assert reply == ("purged", len(before_ready))
             self.gone["purged"] |= before_ready
+        if op == "dead_letter_settle":
+            settled = before_held & set(command[1])
+            assert reply == ("ok", len(settled))
+            self.gone["forwarded"] |= settled
         delivered_to: set[str] = set()
+        named = [ref.raft_index for e in effects if e[0] == "dead_letter_pending" for ref in e[2]]
+        assert len(named) == len(set(named)), "a held dead letter named twice in one command"
         for effect in effects:
             if effect[0] == "dead_letter":
                 indexes = {ref.raft_index for ref in effect[2]}
@@ -104,6 +119,16 @@ class QuorumQueueLog(RuleBasedStateMachine):
                     continue
                 assert indexes <= self.accepted
                 self.gone[effect[1]] |= indexes
+            elif effect[0] == "dead_letter_pending":
+                indexes = {ref.raft_index for ref in effect[2]}
+                assert self.config.get("dead_letter_strategy") == "at-least-once"
+                assert indexes <= set(machine.discards)
+                # named when it dies, or again on a tick
+                assert op == "tick" or not (indexes & before_held)
+                assert all(machine.discards[i][1] == effect[1] for i in indexes)
+            elif effect[0] == "queue_expired":
+                assert op == "tick" and "expires_ms" in self.config
+                assert machine.consumer_count() == 0
             elif effect[0] == "deliver":
                 consumer = machine.consumers[effect[1]]
                 delivered_to.add(effect[1])
@@ -175,6 +200,11 @@ class QuorumQueueLog(RuleBasedStateMachine):
     def cancel(self, cid, requeue) -> None:
         self.apply(make_cancel(cid, requeue))
 
+    @rule(cid=st.sampled_from(CONSUMERS), data=st.data())
+    def cancel_keeping(self, cid, data) -> None:
+        """A channel's cancel keeps what the channel holds and returns the rest."""
+        self.apply(make_cancel(cid, self._held(cid, data)))
+
     @rule(owner=st.sampled_from(["o1", "o2"]))
     def down(self, owner) -> None:
         self.apply(make_down(owner))
@@ -183,7 +213,14 @@ class QuorumQueueLog(RuleBasedStateMachine):
     def purge(self) -> None:
         self.apply(make_purge())
 
-    @rule(ms=st.sampled_from([1, 10, 40, 150, 400]))
+    @rule(data=st.data())
+    def dead_letter_settle(self, data) -> None:
+        held = sorted(self.machine.discards)
+        chosen = data.draw(st.lists(st.sampled_from(held), unique=True)) if held else []
+        self.apply(make_dead_letter_settle(chosen + data.draw(
+            st.lists(st.integers(0, 30), max_size=1))))  # maybe unknown or already settled
+
+    @rule(ms=st.sampled_from([1, 10, 40, 150, 400, DEAD_LETTER_RETRY_MS]))
     def tick(self, ms) -> None:
         self.now_ms += ms
         self.apply(make_tick())
@@ -205,6 +242,7 @@ class QuorumQueueLog(RuleBasedStateMachine):
             held = [m.raft_index for m, _ in c.checked_out.values()]
             assert len(held) == len(set(held))
             places.append(set(held))
+        places.append(set(self.machine.discards))
         places += list(self.gone.values())
         union: set[int] = set()
         for place in places:

@@ -83,16 +83,17 @@ def classic_config(names: Sequence[str]) -> str:
 
 
 def _prepare(tmp: Path, n: int, formation: Formation, cookie_file: Path,
-             extra_args: list[str] | None) -> list[Node]:
-    names = [name for name, _ in node_names(n)]
+             extra_args: list[str] | None, prefix: str) -> list[Node]:
+    names = [name for name, _ in node_names(n, prefix)]
     nodes = []
     for i, nodename in enumerate(names, 1):
         args = list(extra_args or [])
         if formation == "classic" and n > 1:
-            conf = tmp / f"w{i}.conf"
+            conf = tmp / f"{prefix}{i}.conf"
             conf.write_text(classic_config(names))
             args += ["--config-file", str(conf)]
-        nodes.append(prepare_node(tmp, f"w{i}", args, {"WARREN_COOKIE_FILE": str(cookie_file)},
+        nodes.append(prepare_node(tmp, f"{prefix}{i}", args,
+                                  {"WARREN_COOKIE_FILE": str(cookie_file)},
                                   nodename=nodename, amqp_port=free_port()))
     return nodes
 
@@ -102,7 +103,8 @@ def _port_taken(node: Node) -> bool:
     return "cannot listen" in text or "address already in use" in text.lower()
 
 
-def _ctl_ok(node: Node, *args: str, timeout_s: float = 60.0) -> str:
+def ctl_ok(node: Node, *args: str, timeout_s: float = 60.0) -> str:
+    """warrenctl's standard output; ClusterError (with its stderr) unless it exited 0."""
     r = node.ctl(*args, timeout_s=timeout_s)
     if r.returncode != 0:
         raise ClusterError(f"warrenctl -n {node.address} {' '.join(args)} exited "
@@ -119,15 +121,20 @@ def _refresh_port(node: Node) -> None:
 
 def join(node: Node, seed: Node, timeout_s: float = 60.0) -> None:
     """`stop_app`, `join_cluster <seed>`, `start_app` on `node`, as an operator would."""
-    _ctl_ok(node, "stop_app", timeout_s=timeout_s)
-    _ctl_ok(node, "join_cluster", seed.name, timeout_s=timeout_s)
-    _ctl_ok(node, "start_app", timeout_s=timeout_s)
+    ctl_ok(node, "stop_app", timeout_s=timeout_s)
+    ctl_ok(node, "join_cluster", seed.name, timeout_s=timeout_s)
+    ctl_ok(node, "start_app", timeout_s=timeout_s)
     _refresh_port(node)
+
+
+def listing(node: Node, *args: str, timeout_s: float = 30.0) -> list[dict[str, Any]]:
+    """A warrenctl list_* command with `--formatter json`: one dict per row."""
+    return json.loads(ctl_ok(node, *args, "--formatter", "json", timeout_s=timeout_s))
 
 
 def cluster_status(node: Node, timeout_s: float = 30.0) -> dict[str, Any]:
     """`warrenctl cluster_status --formatter json` of one node, parsed."""
-    return json.loads(_ctl_ok(node, "cluster_status", "--formatter", "json",
+    return json.loads(ctl_ok(node, "cluster_status", "--formatter", "json",
                               timeout_s=timeout_s))
 
 
@@ -172,23 +179,28 @@ def wait_cluster(nodes: Sequence[Node], expect_running: Sequence[str] | None = N
 
 
 def start_nodes(tmp: Path, n: int = 3, formation: Formation = "join",
-                extra_args: list[str] | None = None, timeout_s: float = 60.0) -> list[Node]:
+                extra_args: list[str] | None = None, timeout_s: float = 60.0,
+                prefix: str = "w", cookie_file: Path | None = None) -> list[Node]:
     """Start n named nodes sharing one cookie, all at once, and wait until each serves; do
     not join them (with "classic" their config files name each other, so they may form a
     cluster by themselves). On failure every node started is stopped before the error
-    propagates; a port taken between choosing and binding it means a fresh start."""
+    propagates; a port taken between choosing and binding it means a fresh start.
+
+    Nodes are named `{prefix}1`, `{prefix}2`...; the cookie is `cookie_file` (created if
+    missing), by default one of their own in `tmp`: two groups of nodes given one file can
+    talk to each other, as two clusters of one operator would."""
     if n < 1:
         raise ValueError("a cluster has at least one node")
     if formation not in ("join", "classic"):
         raise ValueError(f"unknown formation {formation!r}: 'join' or 'classic'")
     tmp.mkdir(parents=True, exist_ok=True)
-    cookie_file = tmp / "cluster.cookie"
+    cookie_file = cookie_file or tmp / "cluster.cookie"
     cookie.ensure(cookie_file)
     for attempt in range(1, START_ATTEMPTS + 1):
         # a retry starts from virgin nodes, in a directory of its own, on fresh ports
         where = tmp if attempt == 1 else tmp / f"retry{attempt}"
         where.mkdir(exist_ok=True)
-        nodes = _prepare(where, n, formation, cookie_file, extra_args)
+        nodes = _prepare(where, n, formation, cookie_file, extra_args, prefix)
         try:
             # all at once: with classic formation a node may wait for its peers before it
             # serves, so none can be waited on alone
@@ -210,11 +222,12 @@ def start_nodes(tmp: Path, n: int = 3, formation: Formation = "join",
 
 
 def start_cluster(tmp: Path, n: int = 3, formation: Formation = "join",
-                  extra_args: list[str] | None = None, timeout_s: float = 60.0) -> list[Node]:
+                  extra_args: list[str] | None = None, timeout_s: float = 60.0,
+                  prefix: str = "w", cookie_file: Path | None = None) -> list[Node]:
     """Start n nodes (`start_nodes`) and form a cluster of them (see the module docstring);
     on any failure every node started is stopped before the error propagates. A cluster of
     one is a named node: nothing to join or wait for."""
-    nodes = start_nodes(tmp, n, formation, extra_args, timeout_s)
+    nodes = start_nodes(tmp, n, formation, extra_args, timeout_s, prefix, cookie_file)
     try:
         if n > 1:
             if formation == "join":

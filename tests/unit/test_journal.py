@@ -171,7 +171,7 @@ def test_segment_cleanup_keeps_quorum_queue_messages(tmp_path):
         p.send(1, C.Channel.Open())
         p.send(1, C.Queue.Declare(queue="qq", durable=True,
                                   arguments={"x-queue-type": "quorum"}))
-        for i in range(1000):
+        for _ in range(1000):
             p.publish(1, "", "qq", b"gone" + b"." * 100, properties=PERSISTENT)
         p.send(1, C.Queue.Purge(queue="qq"))
         for i in range(50):

@@ -39,6 +39,7 @@ from ..amqp.constants import (
 from ..amqp.errors import AMQPError
 from ..meta.access import topic_permitted
 from ..meta.policies import effective_policy
+from ..queues.quorum.settings import check_declare_arguments as check_quorum_args
 from .arguments import check_exchange_equivalence, check_queue_equivalence, validate_queue_args
 from .consumer import Consumer
 from .exchanges import EXCHANGE_TYPES
@@ -263,7 +264,8 @@ class Channel:
     def _queue(self, name: str) -> ClassicQueue:
         q = self.node.live_queue(self.conn.vhost_name, name)
         if q is None:
-            raise AMQPError(NOT_FOUND, f"no {self._resource('queue', name)}")
+            raise self.node.home_down(self.conn.vhost_name, name) or \
+                AMQPError(NOT_FOUND, f"no {self._resource('queue', name)}")
         self._check_exclusive(q.record)
         return q
 
@@ -398,6 +400,8 @@ class Channel:
                 self.check_access("read", "queue", name)
                 self.check_access("write", "exchange", _text(dlx) or "amq.default")
             q = self.node.live_queue(vhost, name)
+            if q is None and (down := self.node.home_down(vhost, name)) is not None:
+                raise down  # it exists, on a node that is down: not declared again here
             if q is None:
                 validate_queue_args(args, self._resource("queue", name))
                 qtype = _text(args.get("x-queue-type") or "classic")
@@ -422,12 +426,18 @@ class Channel:
         self.last_queue = name
         q.last_used_ms = self.node.now_ms  # any declare, passive too, renews x-expires
         if not m.nowait:
-            self.send(codec.make(C.Queue.DeclareOk, queue=name, message_count=q.message_count,
-                                        consumer_count=len(q.consumers)))
+            fetch_counts = getattr(q, "fetch_counts", None)
+            if fetch_counts is not None:  # a queue of another node: its home counts
+                message_count, consumer_count = yield fetch_counts()
+            else:
+                message_count, consumer_count = q.message_count, len(q.consumers)
+            self.send(codec.make(C.Queue.DeclareOk, queue=name, message_count=message_count,
+                                 consumer_count=consumer_count))
 
     def _quorum_members(self, m: C.Queue.Declare, name: str, args: dict) -> list[str]:
         """A quorum queue's replicas: this node first, then the other members (sorted), as
         many as x-quorum-initial-group-size asks (default: every node)."""
+        check_quorum_args(args, self._resource("queue", name))
         for flag, prop in ((not m.durable, "non-durable"), (m.exclusive, "exclusive-owner"),
                            (m.auto_delete, "auto-delete")):
             if flag:
@@ -498,7 +508,13 @@ class Channel:
         self.check_access("configure", "queue", qname)
         q = self.node.live_queue(self.conn.vhost_name, qname)
         count = 0
-        if q is not None:
+        if q is None and (down := self.node.home_down(self.conn.vhost_name, qname)):
+            raise down
+        delete_at_home = getattr(q, "delete_at_home", None)
+        if delete_at_home is not None:  # a queue of another node: checked and deleted there
+            self._check_exclusive(q.record)
+            count = yield delete_at_home(m.if_unused, m.if_empty)
+        elif q is not None:
             self._check_exclusive(q.record)
             if m.if_unused and q.consumers:
                 raise AMQPError(PRECONDITION_FAILED, f"{self._resource('queue', qname)} in use")
@@ -836,7 +852,8 @@ class Channel:
                     self.confirm_needs_sync = True
             for q in queues:
                 p = q.enqueue(msg)
-                if p is not None:  # confirmed later (a replicated or a remote queue)
+                # confirmed later (a replicated or a remote queue); kept only for a confirm
+                if p is not None and self.confirm:
                     self._enqueue_waits.append(p)
         elif mandatory:
             conn = self.conn

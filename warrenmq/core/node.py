@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import platform
+from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from pamqp import commands as C
@@ -29,6 +31,7 @@ from .journal import Journal, NullJournal
 from .metalog import LocalMetaLog, MetaLog
 from .pending import Pending
 from .queue_settings import apply_queue_settings
+from .remote import home_down_error, is_remote_classic
 
 if TYPE_CHECKING:
     from ..meta.records import ExchangeRecord, QueueRecord
@@ -70,6 +73,8 @@ class Node:
         # removes them (queue) when they are deleted
         self.on_quorum_created = None
         self.describe_replicas = None  # record -> {"leader", "members", "online"} (shell)
+        # a classic queue of another node was created: the shell proxies it (core/remote.py)
+        self.on_remote_queue: Callable[[QueueRecord], None] | None = None
         self.on_queue_gone: list = []
 
     # -- boot -------------------------------------------------------------------------------------
@@ -142,6 +147,8 @@ class Node:
                         self.on_quorum_created(record)  # the shell hosts its Raft group
                 elif not record.node or record.node == self.name:
                     self.create_live_queue(record)  # a classic queue lives where declared
+                elif self.on_remote_queue is not None:
+                    self.on_remote_queue(record)  # used from here through its home node
             elif kind == "policy.changed":
                 for q in self.queues.get(record, {}).values():
                     if q.type_name != "classic":
@@ -172,6 +179,16 @@ class Node:
         qs = self.queues.get(vhost)
         return qs.get(name) if qs else None
 
+    def home_down(self, vhost: str, name: str) -> AMQPError | None:
+        """The refusal for a classic queue of another node that is not reachable from here
+        (its proxy is out of `queues` while its home is down), else None."""
+        v = self.meta.vhosts.get(vhost)
+        record = v.queues.get(name) if v is not None else None
+        if record is None or not is_remote_classic(record, self.name) or \
+                self.live_queue(vhost, name) is not None:
+            return None
+        return home_down_error(record)
+
     def delete_queue(self, q: ClassicQueue) -> Pending:
         return self.propose({"op": "queue.delete", "vhost": q.vhost, "name": q.name})
 
@@ -190,8 +207,10 @@ class Node:
     def remove_consumer(self, consumer: Consumer) -> Pending | None:
         """Returns the auto-delete of the queue, when its last consumer went."""
         q = consumer.queue
-        q.remove_consumer(consumer)
+        at_home = q.remove_consumer(consumer)
         q.last_used_ms = self.now_ms
+        if at_home is not None:  # a queue of another node: removed (and auto-deleted) there
+            return at_home
         if q.record.auto_delete and not q.consumers and q.had_consumers and not q.deleted:
             return self.delete_queue(q)
         return None
@@ -205,16 +224,20 @@ class Node:
         policy = effective_policy(self.meta, q.vhost, "queue", q.name)
         return policy.definition if policy is not None else {}
 
-    def dead_letter(self, queue: ClassicQueue, messages: list[Message], reason: str) -> None:
+    def dead_letter(self, queue: ClassicQueue, messages: list[Message],
+                    reason: str) -> list[list[Pending] | None]:
         """Messages died in `queue` (rejected, expired, maxlen): to its dead-letter exchange
-        if it has one (at most once, as classic queues do), else dropped."""
+        if it has one, else dropped. Returns, per message, None when it went nowhere, else what
+        its copies wait for (the targets' confirms, the journal's fsync), which at-least-once
+        dead-lettering waits for; classic queues ignore it (at most once)."""
         dlx = queue.dead_letter_exchange
         if dlx is None:
-            return
+            return [None] * len(messages)
         vhost = self.meta.vhosts.get(queue.vhost)
         x = vhost.exchanges.get(dlx) if vhost is not None else None
         if x is None:
-            return
+            return [None] * len(messages)
+        outcomes: list[list[Pending] | None] = []
         for msg in messages:
             if msg.body is None:
                 msg.body = self.journal.read_body(msg)
@@ -222,14 +245,23 @@ class Node:
             copy = dead_letter_copy(msg, queue.name, reason, dlx, rk, self.now_ms)
             targets = [q for q in self.route(queue.vhost, x, copy) if not is_cycle(copy, q.name)]
             if not targets:
+                outcomes.append(None)
                 continue
+            waits: list[Pending] = []
             copy.refs = len(targets)
             if copy.persistent:
                 durable = [q for q in targets if q.journalled]
                 if durable:
                     self.journal.log_message(copy, durable)
+                    synced = Pending()
+                    self.journal.after_sync(partial(synced.resolve, True))
+                    waits.append(synced)
             for q in targets:
-                q.enqueue(copy)
+                p = q.enqueue(copy)
+                if p is not None:  # confirmed later (a replicated or a remote queue)
+                    waits.append(p)
+            outcomes.append(waits)
+        return outcomes
 
     def check_consumer_timeouts(self, now_ms: float) -> None:
         """Deliveries unacknowledged past the consumer timeout: that consumer is cancelled

@@ -41,6 +41,7 @@ from .render import (
 )
 from .router import Call, route
 
+REPLICA_STATUS_TIMEOUT_S = 1.0
 ACKMODES = ("ack_requeue_true", "ack_requeue_false", "reject_requeue_true",
             "reject_requeue_false")
 
@@ -265,14 +266,27 @@ def _queues(call: Call, vhosts: list) -> web.Response:
                                    "type": lambda r: r.type})
 
 
+async def _ask_leaders(call: Call, records: list) -> None:
+    """Who leads, and which members are in sync, is the leaders' knowledge: ask those of the
+    replicated queues not led by this node (briefly: a leader that does not answer in time
+    leaves those fields as last known)."""
+    quorum = getattr(call.ctx.rt.app, "quorum", None)
+    if quorum is not None:
+        await quorum.ops.refresh(records, REPLICA_STATUS_TIMEOUT_S)
+
+
 @route("GET", "/api/queues")
 async def list_queues(call: Call) -> web.Response:
-    return _queues(call, call.visible_vhosts())
+    vhosts = call.visible_vhosts()
+    await _ask_leaders(call, [q for v in vhosts for q in v.queues.values()])
+    return _queues(call, vhosts)
 
 
 @route("GET", "/api/queues/{vhost}")
 async def list_vhost_queues(call: Call) -> web.Response:
-    return _queues(call, [call.vhost()])
+    vhost = call.vhost()
+    await _ask_leaders(call, list(vhost.queues.values()))
+    return _queues(call, [vhost])
 
 
 def _queue_record(call: Call) -> Any:
@@ -284,7 +298,9 @@ def _queue_record(call: Call) -> Any:
 
 @route("GET", "/api/queues/{vhost}/{name}")
 async def get_queue(call: Call) -> web.Response:
-    return json_response(queue_detail(call.node, call.ctx.sampler, _queue_record(call)))
+    record = _queue_record(call)
+    await _ask_leaders(call, [record])
+    return json_response(queue_detail(call.node, call.ctx.sampler, record))
 
 
 @route("PUT", "/api/queues/{vhost}/{name}")

@@ -56,10 +56,12 @@ def queue(node: Node, sampler: Sampler, record: QueueRecord) -> dict:
     q = node.live_queue(record.vhost, record.name)
     ready = len(q.ready) if q else 0
     unacked = q.unacked if q else 0
-    consumers = len(q.consumers) if q else 0
+    # a queue of another node counts the consumers of every node (its home's figure)
+    consumers = (getattr(q, "consumer_count", None) or len(q.consumers)) if q else 0
     p = effective_policy(node.meta, record.vhost, "queue", record.name) \
         if node.meta.vhosts[record.vhost].policies else None
     rates = sampler.queue_rates.get(q) if q is not None else None
+    replicas = _replicas(node, record)
     out: dict[str, Any] = {
         "name": record.name,
         "vhost": record.vhost,
@@ -68,7 +70,8 @@ def queue(node: Node, sampler: Sampler, record: QueueRecord) -> dict:
         "auto_delete": record.auto_delete,
         "exclusive": record.exclusive_owner is not None,
         "arguments": plain(record.arguments),
-        "node": node.config.nodename,
+        # where it lives: a replicated queue's leader (a mirrored queue's master), else its node
+        "node": replicas.get("leader") or record.node or node.config.nodename,
         "state": "running",
         "policy": _policy_name(p),
         "operator_policy": None,
@@ -102,6 +105,13 @@ def queue(node: Node, sampler: Sampler, record: QueueRecord) -> dict:
         "recoverable_slaves": None,
         "owner_pid_details": None,
     }
+    if record.members:
+        out["leader"] = replicas.get("leader", "")
+        out["members"] = replicas.get("members", list(record.members))
+        out["online"] = replicas.get("online", [])
+        if record.type == "classic":  # RabbitMQ's fields for a mirrored classic queue
+            out["slave_nodes"] = replicas.get("slave_nodes", [])
+            out["synchronised_slave_nodes"] = replicas.get("synchronised_slave_nodes", [])
     if q is not None:
         out["message_stats"] = {
             "publish": q.published, "publish_details": details(rates.publish if rates else 0),
@@ -110,6 +120,13 @@ def queue(node: Node, sampler: Sampler, record: QueueRecord) -> dict:
             "ack": q.acked, "ack_details": details(rates.ack if rates else 0),
         }
     return out
+
+
+def _replicas(node: Node, record: QueueRecord) -> dict:
+    """Leader, members, online, slave_nodes, synchronised_slave_nodes of a replicated queue,
+    as the shell knows them ({} for a queue that is not replicated)."""
+    describe = getattr(node, "describe_replicas", None)
+    return describe(record) if describe is not None and record.members else {}
 
 
 def queue_detail(node: Node, sampler: Sampler, record: QueueRecord) -> dict:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import logging
 import os
 import platform
 import re
@@ -31,6 +32,7 @@ from ..cluster.control import (
     EX_SOFTWARE,
     EX_TEMPFAIL,
     EX_USAGE,
+    AuthenticationFailed,
     CommandError,
     ControlError,
 )
@@ -41,14 +43,19 @@ from ..meta import definitions, policies
 from ..meta.access import check_password
 from ..mgmt.plugins import PluginsError
 from . import identity, listing
-from .cluster import ClusterError, call_node, compatible, write_join_file
+from .cluster import Cluster, ClusterError, call_node, compatible, write_join_file
 from .metalog import wait
 
 if TYPE_CHECKING:
     from ..core.node import Node
     from .runtime import Runtime
 
+log = logging.getLogger("warrenmq.server")
+
 SYNC_DEADLINE_S = 30.0
+LEAVE_OPEN_TIMEOUT_S = 30.0  # running the metadata group of a node that leaves by reset
+LEAVE_TIMEOUT_S = 60.0
+REPLICA_COLUMNS = {"leader", "node", "slave_nodes", "synchronised_slave_nodes"}
 
 
 @dataclass(frozen=True)
@@ -118,6 +125,12 @@ async def _synced(rt: Runtime) -> None:
         raise CommandError("the change was applied but the write-ahead log did not confirm "
                            f"it within {SYNC_DEADLINE_S:g}s (see the node's log)",
                            EX_SOFTWARE) from None
+
+
+def _cluster(rt: Runtime) -> Cluster:
+    cluster = rt.app.cluster
+    assert cluster is not None, "a running app has its cluster side"
+    return cluster
 
 
 def _user(rt: Runtime, name: str) -> Any:
@@ -239,25 +252,60 @@ async def reset(rt: Runtime, args: dict) -> dict:
 
 
 async def _leave_cluster(rt: Runtime, force: bool) -> str:
-    """Before a reset: a clustered node asks the other members to remove it (RabbitMQ's
-    reset does the same); with none reachable it refuses, unless forced."""
+    """Before a reset: a clustered node asks a running member to remove it (RabbitMQ's reset
+    does the same). Meanwhile its metadata group runs (not its AMQP listener), so that it
+    votes for its own removal: a cluster of two cannot remove a member without it. With no
+    member running, or none able to remove it, it refuses, unless forced."""
     me = rt.config.nodename
-    others = {n: i for n, i in rt.app.last_members.items() if not same_node(n, me)}
+    others = sorted(n for n in rt.app.last_members if not same_node(n, me))
     if not others:
         return ""
     my_id = rt.app.last_members.get(me)
-    errors = []
-    for peer in sorted(others):
+    running: list[str] = []
+    problems: list[str] = []
+    for peer in others:
         try:
-            await _call_node(rt, peer, "cluster_forget_id", {"node": me, "node_id": my_id})
-            return f"left the cluster (told {peer})"
-        except (ControlError, CommandError) as e:
-            errors.append(f"{peer}: {e}")
+            info = await _call_node(rt, peer, "cluster_info", {}, 5.0)
+        except ControlError as e:
+            problems.append(f"{peer}: {e}")
+            continue
+        if info.get("running"):
+            running.append(peer)
+        else:
+            problems.append(f"{peer}: its app is stopped")
+    if running:
+        opened = await _open_store_to_leave(rt)
+        try:
+            for peer in running:
+                try:
+                    note = await _call_node(rt, peer, "cluster_forget_id",
+                                            {"node": me, "node_id": my_id}, LEAVE_TIMEOUT_S)
+                    return str(note or f"left the cluster (removed by {peer})")
+                except ControlError as e:
+                    problems.append(f"{peer}: {e}")
+        finally:
+            if opened:
+                await rt.app.close_store("leaving the cluster")
     if force:
-        return "no other member reachable; reset anyway (forget this node on them later)"
-    raise CommandError("cannot leave the cluster: no other member is reachable ("
-                       + "; ".join(errors) + "). Start one of them, or use force_reset and "
-                       f"then 'warrenctl forget_cluster_node {me}' on a member", EX_TEMPFAIL)
+        return ("no member could remove this node; reset anyway (run 'warrenctl "
+                f"forget_cluster_node {me}' on a member)")
+    why = "no other member is running" if not running else "no member could remove it"
+    raise CommandError(f"cannot leave the cluster: {why} ({'; '.join(problems)}). Start the "
+                       "other members and retry, or use force_reset and then 'warrenctl "
+                       f"forget_cluster_node {me}' on a member", EX_TEMPFAIL)
+
+
+async def _open_store_to_leave(rt: Runtime) -> bool:
+    """Run the node's metadata group (no listener: the app stays stopped) for its removal;
+    False if it cannot, and the members then remove it without its vote."""
+    try:
+        await asyncio.wait_for(rt.app.open_store(), LEAVE_OPEN_TIMEOUT_S)
+    except Exception as e:  # noqa: BLE001 - a damaged store must not prevent a reset
+        log.warning("node %s: cannot run its metadata group to leave the cluster (%s); asking"
+                    " the members to remove it without its vote", rt.config.nodename,
+                    str(e) or type(e).__name__)
+        return False
+    return True
 
 
 async def _call_node(rt: Runtime, node: str, cmd: str, args: dict, timeout_s: float = 30.0
@@ -290,22 +338,34 @@ async def join_cluster(rt: Runtime, args: dict) -> dict:
                            EX_DATAERR)
     try:
         info = await _call_node(rt, target, "cluster_info", {})
+    except AuthenticationFailed:
+        raise CommandError(f"cannot join {target}: cookie mismatch: {target} refused the "
+                           f"cookie of {me}; the nodes of a cluster need the same cookie: copy "
+                           f"the cookie file of {target} over this node's and restart it",
+                           AuthenticationFailed.exit_status) from None
     except ControlError as e:
         raise CommandError(f"cannot join {target}: {e}", e.exit_status) from None
     if not compatible(info.get("version", "")):
         raise CommandError(f"cannot join {target}: it runs WarrenMQ {info.get('version')} and "
                            f"this node {__version__}; nodes of a cluster run the same "
-                           "major.minor version", EX_DATAERR)
+                           "major.minor version: upgrade the older side first", EX_DATAERR)
     if not info.get("running"):
         raise CommandError(f"cannot join {target}: its app is stopped (warrenctl -n {target} "
                            "start_app)", EX_TEMPFAIL)
+    if info.get("majority") is False:
+        # refused here, before the reset below: a join that cannot commit would leave this
+        # node emptied and alone
+        raise CommandError(f"cannot join {target}: its cluster has no majority now "
+                           f"({info.get('reachable', '')}); start its members and retry",
+                           EX_TEMPFAIL)
     rt.reset()  # joining starts from a virgin node, as RabbitMQ's join_cluster does
     node_id = identity.load(Path(rt.config.data_dir), me)
     try:
         joined = await _call_node(rt, target, "cluster_join",
                                   {"node": me, "node_id": node_id, "version": __version__})
     except ControlError as e:
-        raise CommandError(f"cannot join {target}: {e}", e.exit_status) from None
+        raise CommandError(f"cannot join {target}: {e}; this node was reset: it is a fresh "
+                           "node of its own now", e.exit_status) from None
     write_join_file(Path(rt.config.data_dir), joined["members"])
     rt.app.last_members = dict(joined["members"])
     return {"members": sorted(joined["members"]), "cluster_name": joined["cluster_name"]}
@@ -314,44 +374,50 @@ async def join_cluster(rt: Runtime, args: dict) -> dict:
 @command("cluster_info", needs_app=False)
 def cluster_info(rt: Runtime, args: dict) -> dict:
     app = rt.app
-    members = app.cluster.members() if app.running and app.cluster else app.last_members
-    return {"node": rt.config.nodename, "version": __version__, "running": app.running,
-            "members": members}
+    info: dict[str, Any] = {"node": rt.config.nodename, "version": __version__,
+                            "running": app.running, "members": app.last_members}
+    if app.running and app.cluster is not None:
+        info["members"] = app.cluster.members()
+        info["majority"], info["reachable"] = app.cluster.reachability()
+    return info
 
 
 @command("cluster_join")
 async def cluster_join(rt: Runtime, args: dict) -> dict:
     try:
-        return await rt.app.cluster.join(args["node"], int(args["node_id"]))
+        return await _cluster(rt).join(args["node"], int(args["node_id"]),
+                                         str(args.get("version", "")))
     except ClusterError as e:
-        raise CommandError(str(e), EX_TEMPFAIL) from None
+        raise CommandError(str(e), e.exit_status) from None
 
 
 @command("cluster_forget_id")
-async def cluster_forget_id(rt: Runtime, args: dict) -> None:
-    """A member leaving by reset asks to be removed (it is stopped, so forget works)."""
+async def cluster_forget_id(rt: Runtime, args: dict) -> str:
+    """A member leaving by reset asks to be removed; the answer says what happened."""
+    node_id = args.get("node_id")
     try:
-        await rt.app.cluster.forget(args["node"])
+        return await _cluster(rt).leave(args["node"],
+                                          int(node_id) if node_id is not None else None)
     except ClusterError as e:
-        raise CommandError(str(e), EX_TEMPFAIL) from None
+        raise CommandError(str(e), e.exit_status) from None
 
 
 @command("forget_cluster_node")
 async def forget_cluster_node(rt: Runtime, args: dict) -> None:
     try:
-        await rt.app.cluster.forget(args["node"])
+        await _cluster(rt).forget(args["node"])
     except ClusterError as e:
-        raise CommandError(str(e), EX_DATAERR) from None
+        raise CommandError(str(e), e.exit_status) from None
 
 
 @command("cut_cluster_links")
 def cut_cluster_links(rt: Runtime, args: dict) -> dict:
-    return {"cut": rt.app.cluster.cut(args.get("peers") or None)}
+    return {"cut": _cluster(rt).cut(args.get("peers") or None)}
 
 
 @command("heal_cluster_links")
 def heal_cluster_links(rt: Runtime, args: dict) -> dict:
-    return {"healed": rt.app.cluster.heal()}
+    return {"healed": _cluster(rt).heal()}
 
 
 @command("cluster_status", needs_app=False)
@@ -560,7 +626,12 @@ def list_policies(rt: Runtime, args: dict) -> dict:
 
 # -- queues, exchanges, bindings ----------------------------------------------------------------------------------
 @command("list_queues")
-def list_queues(rt: Runtime, args: dict) -> dict:
+async def list_queues(rt: Runtime, args: dict) -> dict:
+    if REPLICA_COLUMNS & set(args.get("columns") or ()):
+        vhost = _node(rt).meta.vhosts.get(args["vhost"])
+        if vhost is not None:
+            # leaders and synchronised members of the queues led elsewhere, from their leaders
+            await replica_commands.refresh_replicas(rt, list(vhost.queues.values()))
     return listing.queues(_node(rt), args["vhost"], args.get("columns"))
 
 
@@ -711,3 +782,7 @@ async def plugins_change(rt: Runtime, args: dict) -> dict:
     except OSError as e:
         raise CommandError(f"the plugin is enabled but could not start: {e}",
                            EX_SOFTWARE) from None
+
+
+# the replicated queues' commands (warren-queues, sync_queue, ...) join this table
+from . import replica_commands  # noqa: E402

@@ -103,7 +103,11 @@ def queues(node: Node, vhost: str, columns: list[str] | None) -> dict:
         return live[q.name].unacked if q.name in live else 0
 
     def consumers(q: Any) -> int:
-        return len(live[q.name].consumers) if q.name in live else 0
+        lq = live.get(q.name)
+        if lq is None:
+            return 0
+        # a queue of another node counts the consumers of every node (its home's figure)
+        return getattr(lq, "consumer_count", None) or len(lq.consumers)
 
     known: dict[str, Row] = {
         "name": lambda q: q.name,
@@ -124,10 +128,15 @@ def queues(node: Node, vhost: str, columns: list[str] | None) -> dict:
         "state": lambda q: "running",
         "owner_pid": lambda q: connection_pid(node, q.exclusive_owner) if q.exclusive_owner
         else "",
-        "node": lambda q: q.node or node.config.nodename,
+        # a replicated queue's node is its leader's, as RabbitMQ shows a mirrored queue's
+        # master and a quorum queue's leader
+        "node": lambda q: _replicas(node, q).get("leader") or q.node or node.config.nodename,
         "leader": lambda q: _replicas(node, q).get("leader", q.node or node.config.nodename),
         "members": lambda q: _replicas(node, q).get("members", [q.node or node.config.nodename]),
         "online": lambda q: _replicas(node, q).get("online", [q.node or node.config.nodename]),
+        "slave_nodes": lambda q: _replicas(node, q).get("slave_nodes", []),
+        "synchronised_slave_nodes": lambda q: _replicas(node, q).get(
+            "synchronised_slave_nodes", []),
     }
     return _table("list_queues", columns, known, ("name", "messages"), record.queues.values())
 

@@ -170,7 +170,8 @@ async def submit(host: RaftHost, group: str, data: bytes, forward: Any,
                 if type(e).__name__ not in ("NotLeader", "PeerUnavailable"):
                     appended = True
         await asyncio.sleep(RETRY_S)
-    return why or describe()
+    where = describe()
+    return f"{why}; {where}" if why and where and where not in why else (why or where)
 
 
 def propose_forwarded(host: RaftHost, group: str, data: bytes) -> None:
@@ -178,7 +179,9 @@ def propose_forwarded(host: RaftHost, group: str, data: bytes) -> None:
     NotLeaderHere if this node does not lead the group."""
     if host.leader(group) != host.node_id:
         raise NotLeaderHere(f"not the leader of {group} (leader is {host.leader(group)})")
-    host.propose(group, data)
+    fut = host.propose(group, data)
+    # the proposer learns the outcome from the apply on its own node, not from this future
+    fut.add_done_callback(lambda f: f.cancelled() or f.exception())
 
 
 # -- awaiting the core's Pendings in the shell ------------------------------------------------

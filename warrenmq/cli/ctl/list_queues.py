@@ -1,6 +1,7 @@
 """warrenctl list_queues [-p <vhost>] [<column> ...]: lists queues (columns: name, messages,
 messages_ready, messages_unacknowledged, message_bytes_ready, consumers, durable, auto_delete,
-exclusive, arguments, policy, effective_policy_definition, type, state, owner_pid, vhost, node)."""
+exclusive, arguments, policy, effective_policy_definition, type, state, owner_pid, vhost, node,
+leader, members, online, slave_nodes, synchronised_slave_nodes)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ group = "Monitoring"
 description = (
     "Lists queues (columns: name, messages, messages_ready, messages_unacknowledged, "
     "message_bytes_ready, consumers, durable, auto_delete, exclusive, arguments, policy, "
-    "effective_policy_definition, type, state, owner_pid, vhost, node)"
+    "effective_policy_definition, type, state, owner_pid, vhost, node, leader, members, "
+    "online, slave_nodes, synchronised_slave_nodes)"
 )
 usage = "list_queues [-p <vhost>] [<column> ...]"
 

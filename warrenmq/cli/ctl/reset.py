@@ -22,5 +22,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 def run(ctx: Context, args: argparse.Namespace) -> int | None:
     ctx.info(f"Resetting node {ctx.node} ...")
-    ctx.call("reset")
+    result = ctx.call("reset") or {}
+    if result.get("note"):
+        ctx.info(result["note"])  # how a clustered node left its cluster
     return None

@@ -447,6 +447,7 @@
       { title: "Virtual host", sort: "vhost", cell: (q) => q.vhost },
       { title: "Name", sort: "name", cell: (q) => h("a", { href: "#/queues/" + enc(q.vhost) + "/" + enc(q.name) }, q.name) },
       { title: "Type", sort: "type", cell: (q) => q.type },
+      { title: "Node", cell: (q) => [q.node, q.members && q.members.length > 1 ? h("span", { class: "badge gray", title: q.members.join(", ") }, " +" + (q.members.length - 1)) : ""] },
       { title: "Features", cell: (q) => [q.durable ? "D" : "", q.auto_delete ? "AD" : "", q.exclusive ? "Excl" : "", q.policy ? "Pol" : ""].filter(Boolean).join(" ") },
       { title: "State", cell: (q) => h("span", { class: "badge" }, q.state) },
       { title: "Ready", sort: "messages_ready", num: true, cell: (q) => fmtNum(q.messages_ready) },
@@ -464,6 +465,26 @@
         "routing key " + JSON.stringify(m.routing_key) + " · exchange " + xname(m.exchange) + " · " + m.payload_bytes + " bytes" + (m.redelivered ? " · redelivered" : "") + " · " + m.message_count + " left")),
       Object.keys(m.properties || {}).length ? h("div", { class: "muted", style: "margin-top:4px" }, "properties " + JSON.stringify(m.properties)) : null,
       h("pre", { class: "msg" }, m.payload_encoding === "base64" ? "(base64) " + m.payload : m.payload));
+  }
+
+  // A replicated queue's members, each marked as the leader, offline, or (classic queues
+  // mirrored by policy) not synchronised; a queue that is not replicated names its node.
+  function replicaRows(q) {
+    if (!q.members) return [h("dt", {}, "Node"), h("dd", { id: "q-node" }, q.node, h("span", { class: "muted" }, " (not replicated)"))];
+    const online = new Set(q.online || []);
+    const synced = q.synchronised_slave_nodes ? new Set(q.synchronised_slave_nodes) : null;
+    const member = (m) => {
+      const notes = [];
+      if (m === q.leader) notes.push("leader");
+      if (!online.has(m)) notes.push("offline");
+      else if (synced && m !== q.leader && !synced.has(m)) notes.push("not synchronised");
+      const cls = m === q.leader ? "badge" : notes.length ? "badge red" : "badge gray";
+      return h("li", { "data-node": m }, m, " ", notes.length ? h("span", { class: cls }, notes.join(", ")) : h("span", { class: cls }, "in sync"));
+    };
+    return [
+      h("dt", {}, "Leader"), h("dd", { id: "q-leader" }, q.leader || h("span", { class: "badge red" }, "no leader reachable")),
+      h("dt", {}, "Members"), h("dd", {}, h("ul", { id: "q-members", class: "plain" }, q.members.map(member))),
+      h("dt", {}, "Online"), h("dd", { id: "q-online" }, (q.online || []).length + " of " + q.members.length)];
   }
 
   on(/^\/queues\/([^/]+)\/([^/]+)$/, (main, vhost, name) => {
@@ -529,7 +550,7 @@
         h("dt", {}, "Publish"), h("dd", {}, fmtRate(ms.publish_details), " (", fmtNum(ms.publish), " total)"),
         h("dt", {}, "Deliver / get"), h("dd", {}, fmtRate(ms.deliver_get_details), " (", fmtNum(ms.deliver_get), " total)"),
         h("dt", {}, "Ack"), h("dd", {}, fmtRate(ms.ack_details), " (", fmtNum(ms.ack), " total)"),
-        h("dt", {}, "Replicas"), h("dd", {}, q.node, h("span", { class: "muted" }, " (leader; " + (q.type === "classic" ? "classic queues are not replicated" : "replicated") + ")"))));
+        ...replicaRows(q)));
       consumers.replaceChildren(h("h2", {}, "Consumers (" + q.consumers + ")"), q.consumer_details.length
         ? h("table", { class: "data" }, h("thead", {}, h("tr", {}, h("th", {}, "Channel"), h("th", {}, "Tag"), h("th", {}, "Ack required"), h("th", { class: "num" }, "Prefetch"))),
           h("tbody", {}, q.consumer_details.map((c) => h("tr", {}, h("td", {}, c.channel_details.name), h("td", {}, c.consumer_tag), h("td", {}, yes(c.ack_required)), h("td", { class: "num" }, c.prefetch_count || "∞")))))

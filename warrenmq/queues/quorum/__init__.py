@@ -4,6 +4,7 @@ session (`session`)."""
 
 from .commands import (
     DEAD_LETTER_REASONS,
+    DEAD_LETTER_STRATEGIES,
     OVERFLOWS,
     Command,
     Effect,
@@ -13,6 +14,7 @@ from .commands import (
     make_cancel,
     make_checkout,
     make_credit,
+    make_dead_letter_settle,
     make_discard,
     make_down,
     make_enqueue,
@@ -32,9 +34,9 @@ from .session import (
 from .state import QueueConfig
 
 __all__ = [
-    "DEAD_LETTER_REASONS", "OVERFLOWS", "Command", "DeliveryTags", "Effect", "MessageRef",
-    "Meta", "PublisherStateLost", "QueueConfig", "QuorumMachine", "QuorumSession", "Reply",
-    "UnknownDeliveryTag", "make_cancel", "make_checkout", "make_credit", "make_discard",
-    "make_down", "make_enqueue", "make_purge", "make_return", "make_settle", "make_tick",
-    "make_update_config",
+    "DEAD_LETTER_REASONS", "DEAD_LETTER_STRATEGIES", "OVERFLOWS", "Command", "DeliveryTags",
+    "Effect", "MessageRef", "Meta", "PublisherStateLost", "QueueConfig", "QuorumMachine",
+    "QuorumSession", "Reply", "UnknownDeliveryTag", "make_cancel", "make_checkout",
+    "make_credit", "make_dead_letter_settle", "make_discard", "make_down", "make_enqueue",
+    "make_purge", "make_return", "make_settle", "make_tick", "make_update_config",
 ]

@@ -11,9 +11,15 @@ text)`); effects are tuples led by a word too:
 
 - `("deliver", consumer_id, [(msg_id, ref, redelivered, delivery_count), ...])`
 - `("dead_letter", reason, [ref, ...])` with reason `rejected`, `expired`, `maxlen` or
-  `delivery_limit`
+  `delivery_limit`: gone from the queue, to be dead-lettered at most once
+- `("dead_letter_pending", reason, [ref, ...])` under the at-least-once strategy: the
+  messages stay in the queue (held, neither ready nor checked out) until a
+  `dead_letter_settle` says their dead-letter targets confirmed them; the same messages are
+  named again, on a tick, while they are held (to be forwarded again by a new leader, or
+  once a missing target exists)
 - `("consumer_active", consumer_id, active)` when single-active-consumer changes hands
 - `("consumer_cancelled", consumer_id, reason)` when the queue ends a consumer (`timeout`)
+- `("queue_expired",)`: unused for longer than the queue's expiry (x-expires): delete it
 - `("release_cursor", raft_index)`: no log entry below `raft_index` is needed any more.
 """
 
@@ -27,6 +33,7 @@ Reply = tuple[Any, ...]
 
 OVERFLOWS = ("drop-head", "reject-publish", "reject-publish-dlx")
 DEAD_LETTER_REASONS = ("rejected", "expired", "maxlen", "delivery_limit")
+DEAD_LETTER_STRATEGIES = ("at-most-once", "at-least-once")
 
 
 class Meta(NamedTuple):
@@ -58,12 +65,16 @@ def _text(name: str, value: object) -> None:
         raise ValueError(f"{name} must be a non-empty string, not {value!r}")
 
 
+def _natural_list(name: str, values: object) -> list[int]:
+    if not isinstance(values, list | tuple):
+        raise ValueError(f"{name}s must be a list of integers, not {values!r}")
+    for v in values:
+        _natural(name, v)
+    return list(values)
+
+
 def _msg_ids(msg_ids: object) -> list[int]:
-    if not isinstance(msg_ids, list | tuple):
-        raise ValueError(f"msg_ids must be a list of integers, not {msg_ids!r}")
-    for m in msg_ids:
-        _natural("msg_id", m)
-    return list(msg_ids)
+    return _natural_list("msg_id", msg_ids)
 
 
 def make_enqueue(publisher: str | None, seq: int | None, size_bytes: int, priority: int = 0,
@@ -126,11 +137,15 @@ def make_credit(consumer_id: str, prefetch: int) -> Command:
     return ("credit", consumer_id, prefetch)
 
 
-def make_cancel(consumer_id: str, requeue: bool = True) -> Command:
+def make_cancel(consumer_id: str, requeue: bool | list[int] = True) -> Command:
     """End a consumer. With `requeue` its checked-out messages return to the queue
     (redelivered); without, they stay checked out until settled, returned or discarded, as
-    after AMQP basic.cancel, and the consumer goes once it holds nothing."""
+    after AMQP basic.cancel, and the consumer goes once it holds nothing. A list of msg_ids
+    keeps those (the deliveries its channel holds) and returns the others: deliveries made
+    after the client cancelled, which its channel will never see."""
     _text("consumer_id", consumer_id)
+    if isinstance(requeue, list | tuple):
+        return ("cancel", consumer_id, _natural_list("msg_id", requeue))
     return ("cancel", consumer_id, bool(requeue))
 
 
@@ -149,13 +164,20 @@ def make_dequeue(consumer_id: str, owner: str) -> Command:
     return ("dequeue", consumer_id, owner)
 
 
+def make_dead_letter_settle(raft_indexes: list[int]) -> Command:
+    """At-least-once dead-lettering: these held dead letters reached every target queue (each
+    confirmed its copy); they leave the queue. Unknown indexes are ignored."""
+    return ("dead_letter_settle", _natural_list("raft_index", raft_indexes))
+
+
 def make_purge() -> Command:
     return ("purge",)
 
 
 def make_tick() -> Command:
-    """The leader's timer: expire messages at the head by TTL and end consumers over their
-    ack timeout, both against the command's timestamp."""
+    """The leader's timer: expire messages at the head by TTL, end consumers over their ack
+    timeout, expire the unused queue and name the held dead letters again, all against the
+    command's timestamp."""
     return ("tick",)
 
 

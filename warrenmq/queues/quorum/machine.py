@@ -5,8 +5,24 @@ Theory of operation. A message is a reference to the log entry that carries its 
 Raft index, size, priority, expiry, counters); the machine never holds a body, so a snapshot
 is small and the log before the oldest live message can go (`release_cursor`). Every accepted
 message is, at any moment, in exactly one place: `ready`, or checked out by one consumer
-under a per-consumer `msg_id`; it leaves the machine by settle, discard, dead-lettering
-(rejected, expired, maxlen, delivery_limit) or purge.
+under a per-consumer `msg_id`, or (at-least-once dead-lettering) held as a dead letter; it
+leaves the machine by settle, discard, dead-lettering (rejected, expired, maxlen,
+delivery_limit) or purge.
+
+Dead letters. Under the default at-most-once strategy a dead message leaves at once and the
+`dead_letter` effect asks the leader to republish it, once. Under at-least-once (RabbitMQ
+3.10's `dead-letter-strategy`) it is held in `discards`, still live (its body is kept, the
+release cursor stays behind it), until a `dead_letter_settle` command says every target
+queue confirmed its copy. The `dead_letter_pending` effect names new dead letters, and a
+tick names every held one again once DEAD_LETTER_RETRY_MS passed since they were last named:
+so a new leader forwards what the old one had not finished, and a dead letter whose
+exchange or queue is missing gets through once it exists. Held dead letters count neither as
+ready nor towards the length limit (as in RabbitMQ 3.10).
+
+Queue expiry (x-expires). `last_active_ms` is the time of the last checkout, cancel, down or
+dequeue (empty or not; publishing and declaring do not count, as in RabbitMQ 3.10); a tick
+finding the queue without consumers for longer than `expires_ms` emits `queue_expired` and
+re-arms, so a deletion lost with a leader is asked for again one period later.
 
 Rules for this module: no clock (time is `meta.ts_ms`, chosen by the leader), no randomness,
 no I/O, no iteration over unordered containers where the order can reach an output. An
@@ -36,19 +52,28 @@ from .state import (
 )
 
 SNAPSHOT_VERSION = 1
+AT_LEAST_ONCE = "at-least-once"
+# How often held dead letters are named again. RabbitMQ's dead-letter worker retries every
+# 180 s by default; here only messages not already in flight are forwarded again, so a
+# shorter period costs one tick entry per period, and a target that comes back is served soon.
+DEAD_LETTER_RETRY_MS = 2_000
 
 
 class _Out:
     """What one command produces; dead letters are gathered per reason and emitted once."""
 
-    __slots__ = ("effects", "dead")
+    __slots__ = ("effects", "dead", "held")
 
     def __init__(self) -> None:
         self.effects: list[Effect] = []
         self.dead: dict[str, list[MessageRef]] = {}
+        self.held: dict[str, list[MessageRef]] = {}
 
     def dead_letter(self, reason: str, msg: Msg) -> None:
         self.dead.setdefault(reason, []).append(msg.ref())
+
+    def hold(self, reason: str, msg: Msg) -> None:
+        self.held.setdefault(reason, []).append(msg.ref())
 
 
 class QuorumMachine:
@@ -70,6 +95,11 @@ class QuorumMachine:
         # lowest live index costs O(log n) per message over its life, not a scan per command
         self._live: list[int] = []
         self._gone: set[int] = set()
+        # at-least-once dead letters not yet confirmed by their targets, in the order they
+        # died: raft index -> (message, reason)
+        self.discards: dict[int, tuple[Msg, str]] = {}
+        self.discards_named_ms = 0  # when the held dead letters were last named
+        self.last_active_ms: int | None = None  # for x-expires; None: not known yet
 
     # -- the single entry point ---------------------------------------------------------------
     def apply(self, meta: Meta, command: Command) -> tuple[Reply, list[Effect]]:
@@ -83,6 +113,10 @@ class QuorumMachine:
         self.last_index = meta.raft_index
         for reason, refs in out.dead.items():
             out.effects.append(("dead_letter", reason, refs))
+        if out.held:
+            self.discards_named_ms = meta.ts_ms
+            for reason, refs in out.held.items():
+                out.effects.append(("dead_letter_pending", reason, refs))
         cursor = self._lowest_live()
         if cursor > self.release_cursor:
             self.release_cursor = cursor
@@ -128,6 +162,8 @@ class QuorumMachine:
             others = [c for c in self.consumers.values() if c.status != CANCELLED]
             if others and (exclusive or any(c.exclusive for c in others)):
                 return ("error", ACCESS_REFUSED, "in exclusive use")
+        self.last_active_ms = meta.ts_ms
+        if consumer is None:
             consumer = Consumer(cid, owner, prefetch, priority, bool(exclusive), timeout_ms,
                                 self.next_order)
             self.next_order += 1
@@ -157,11 +193,7 @@ class QuorumMachine:
         return self._release(meta, cmd, out, lambda msg: self._requeue(msg, out))
 
     def _discard(self, meta: Meta, cmd: Command, out: _Out) -> Reply:
-        def dead(msg: Any) -> None:
-            out.dead_letter("rejected", msg)
-            self._gone.add(msg.raft_index)
-
-        return self._release(meta, cmd, out, dead)
+        return self._release(meta, cmd, out, lambda msg: self._dead("rejected", msg, out))
 
     def _release(self, meta: Meta, cmd: Command, out: _Out,
                  each: Callable[[Any], None]) -> Reply:
@@ -187,13 +219,18 @@ class QuorumMachine:
         return ("ok",)
 
     def _cancel(self, meta: Meta, cmd: Command, out: _Out) -> Reply:
-        consumer = self.consumers.get(cmd[1])
-        if consumer is None or consumer.status == CANCELLED and not cmd[2]:
+        consumer, requeue = self.consumers.get(cmd[1]), cmd[2]
+        if consumer is None or consumer.status == CANCELLED and requeue is False:
             return ("not_found",)
         held = len(consumer.checked_out)
-        if cmd[2]:
+        if requeue is True:
             self._return_all(consumer, out)
+        elif isinstance(requeue, list):
+            keep = set(requeue)
+            for msg_id in [m for m in consumer.checked_out if m not in keep]:
+                self._requeue(consumer.checked_out.pop(msg_id)[0], out)
         self._leave(consumer)
+        self.last_active_ms = meta.ts_ms
         self._activate_next(out)
         self._checkout(meta, out)
         return ("ok", held)
@@ -203,6 +240,7 @@ class QuorumMachine:
         for consumer in [c for c in self.consumers.values() if c.owner == owner]:
             self._return_all(consumer, out)
             self._leave(consumer)
+            self.last_active_ms = meta.ts_ms
         # the owner's channel is closed for good: it will never re-send a publish
         self.enqueuers.pop(owner, None)
         self._activate_next(out)
@@ -214,14 +252,14 @@ class QuorumMachine:
         in a delivery ring: status cancelled), to settle, return or discard like any other."""
         cid, owner = cmd[1], cmd[2]
         now = meta.ts_ms
+        self.last_active_ms = now  # a basic.get uses the queue, even when it finds nothing
         self._expire_heads(now, out)
         while True:
             msg = self.ready.pop()
             if msg is None:
                 return ("empty",)
             if msg.expiry_ms is not None and msg.expiry_ms < now:
-                out.dead_letter("expired", msg)
-                self._gone.add(msg.raft_index)
+                self._dead("expired", msg, out)
                 continue
             break
         consumer = self.consumers.get(cid)
@@ -257,10 +295,31 @@ class QuorumMachine:
                 # lives on (RabbitMQ 4.3's behaviour, not 3.x's channel close)
                 self._return_all(consumer, out)
                 self._leave(consumer)
+                self.last_active_ms = now
                 out.effects.append(("consumer_cancelled", consumer.id, "timeout"))
         self._activate_next(out)
         self._checkout(meta, out)
+        expires = self.config.expires_ms
+        if expires is not None:
+            if self.last_active_ms is None:
+                self.last_active_ms = now  # the first tick starts the clock
+            elif not self.consumer_count() and now > self.last_active_ms + expires:
+                out.effects.append(("queue_expired",))
+                self.last_active_ms = now
+        if self.discards and now >= self.discards_named_ms + DEAD_LETTER_RETRY_MS:
+            just_died = {ref.raft_index for refs in out.held.values() for ref in refs}
+            for index, (msg, reason) in self.discards.items():
+                if index not in just_died:
+                    out.hold(reason, msg)
         return ("ok",)
+
+    def _dead_letter_settle(self, meta: Meta, cmd: Command, out: _Out) -> Reply:
+        done = 0
+        for index in cmd[1]:
+            if self.discards.pop(index, None) is not None:
+                self._gone.add(index)
+                done += 1
+        return ("ok", done)
 
     def _update_config(self, meta: Meta, cmd: Command, out: _Out) -> Reply:
         try:
@@ -271,6 +330,12 @@ class QuorumMachine:
             if getattr(config, fixed) != getattr(self.config, fixed):
                 # declared once as queue arguments; no policy may change them
                 return ("error", PRECONDITION_FAILED, f"{fixed} cannot change")
+        if config.dead_letter_strategy != AT_LEAST_ONCE and self.discards:
+            # no longer at-least-once: what is held is dead-lettered at most once, now
+            for index, (msg, reason) in self.discards.items():
+                out.dead_letter(reason, msg)
+                self._gone.add(index)
+            self.discards.clear()
         self.config = config
         self._checkout(meta, out)
         self._drop_over_limit(out)
@@ -291,8 +356,7 @@ class QuorumMachine:
             msg = ready.pop()
             assert msg is not None
             if msg.expiry_ms is not None and msg.expiry_ms < now:
-                out.dead_letter("expired", msg)
-                self._gone.add(msg.raft_index)
+                self._dead("expired", msg, out)
                 continue
             msg_id = consumer.next_msg_id
             consumer.next_msg_id += 1
@@ -320,8 +384,7 @@ class QuorumMachine:
         msg.delivery_count += 1
         limit = self.config.delivery_limit
         if limit is not None and msg.delivery_count > limit:
-            out.dead_letter("delivery_limit", msg)
-            self._gone.add(msg.raft_index)
+            self._dead("delivery_limit", msg, out)
         else:
             self.ready.requeue(self.config.level_of(msg.priority), msg)
 
@@ -338,8 +401,7 @@ class QuorumMachine:
             head = ready.level_head(level)
             while head is not None and head.expiry_ms is not None and head.expiry_ms < now:
                 ready.level_pop(level)
-                out.dead_letter("expired", head)
-                self._gone.add(head.raft_index)
+                self._dead("expired", head, out)
                 head = ready.level_head(level)
 
     def _over_limit(self, extra_count: int, extra_bytes: int) -> bool:
@@ -353,7 +415,16 @@ class QuorumMachine:
         while self.ready.count and self._over_limit(0, 0):
             msg = self.ready.pop()
             assert msg is not None
-            out.dead_letter("maxlen", msg)
+            self._dead("maxlen", msg, out)
+
+    def _dead(self, reason: str, msg: Msg, out: _Out) -> None:
+        """An accepted message dies: gone (at most once), or held until its dead-letter
+        targets confirmed it (at least once)."""
+        if self.config.dead_letter_strategy == AT_LEAST_ONCE:
+            self.discards[msg.raft_index] = (msg, reason)
+            out.hold(reason, msg)
+        else:
+            out.dead_letter(reason, msg)
             self._gone.add(msg.raft_index)
 
     def _after_release(self, meta: Meta, consumer: Consumer, done: int, out: _Out) -> Reply:
@@ -445,10 +516,14 @@ class QuorumMachine:
     def consumer_count(self) -> int:
         return sum(1 for c in self.consumers.values() if c.status != CANCELLED)
 
+    def messages_dead_lettering(self) -> int:
+        """At-least-once dead letters held until their targets confirm them."""
+        return len(self.discards)
+
     def live_indexes(self) -> list[int]:
         """Raft indexes whose log entries hold a body the queue still needs."""
         held = [m.raft_index for c in self.consumers.values() for m, _ in c.checked_out.values()]
-        return sorted([m.raft_index for m in self.ready] + held)
+        return sorted([m.raft_index for m in self.ready] + held + list(self.discards))
 
     def next_timeout_ms(self) -> int | None:
         """When the leader should next propose a tick: the earliest head expiry or consumer
@@ -462,6 +537,12 @@ class QuorumMachine:
             timeout = c.timeout_ms if c.timeout_ms is not None else self.config.consumer_timeout_ms
             if timeout is not None and c.checked_out:
                 times.append(min(ts for _, ts in c.checked_out.values()) + timeout + 1)
+        expires = self.config.expires_ms
+        if expires is not None and not self.consumer_count():
+            # not known yet: due at once, the first tick starts the clock
+            times.append(0 if self.last_active_ms is None else self.last_active_ms + expires + 1)
+        if self.discards:
+            times.append(self.discards_named_ms + DEAD_LETTER_RETRY_MS)
         return min(times) if times else None
 
     # -- snapshots --------------------------------------------------------------------------------
@@ -478,6 +559,9 @@ class QuorumMachine:
             "next_order": self.next_order,
             "last_index": self.last_index,
             "release_cursor": self.release_cursor,
+            "discards": [[m.dump(), reason] for m, reason in self.discards.values()],
+            "discards_named_ms": self.discards_named_ms,
+            "last_active_ms": self.last_active_ms,
         }
 
     @classmethod
@@ -494,6 +578,12 @@ class QuorumMachine:
         machine.next_order = data["next_order"]
         machine.last_index = data["last_index"]
         machine.release_cursor = data["release_cursor"]
+        # absent from snapshots taken before at-least-once dead-lettering and queue expiry
+        for m, reason in data.get("discards", []):
+            msg = Msg.load(m)
+            machine.discards[msg.raft_index] = (msg, reason)
+        machine.discards_named_ms = data.get("discards_named_ms", 0)
+        machine.last_active_ms = data.get("last_active_ms")
         machine._live = machine.live_indexes()  # sorted, hence a heap
         return machine
 
@@ -512,4 +602,5 @@ _HANDLERS: dict[Any, tuple[Any, int]] = {
     "dequeue": (QuorumMachine._dequeue, 3),
     "tick": (QuorumMachine._tick, 1),
     "update_config": (QuorumMachine._update_config, 2),
+    "dead_letter_settle": (QuorumMachine._dead_letter_settle, 2),
 }

@@ -8,8 +8,18 @@ that proposed the command (the entry names its origin), which is how a publisher
 and a consumer's consume-ok are released: after a majority of replicas have the entry on
 disk. Deliveries are effects of the machine naming a consumer; the replica on the node where
 that consumer's channel lives carries them out, so a delivery needs no extra hop when every
-node is a replica (ha-all). Dead-lettering is done by the leader's replica only (at most once,
-as in RabbitMQ's default for quorum queues).
+node is a replica (ha-all). Dead-lettering is done by the leader's replica only: at most once
+by default; at least once under `dead-letter-strategy: at-least-once` (with a dead-letter
+exchange and `overflow: reject-publish`, as RabbitMQ 3.10 requires), where the machine holds
+each dead letter until the leader has had every target queue confirm its copy
+(`dead_letter_settle`); what is unroutable meanwhile (its exchange or queue missing) is
+forwarded again when the machine names it again (see machine.py).
+
+What a quorum queue does as RabbitMQ 3.10 does (a classic queue replicated by an ha-* policy
+keeps classic behaviour): no message priorities (FIFO whatever the priority property);
+`x-delivery-count` on redeliveries (the number of failed deliveries: returns, requeues,
+consumers gone) and on every basic.get; no global (channel-wide) QoS, refused at consume with
+540 NOT_IMPLEMENTED; the leader deletes the queue once unused for its x-expires.
 
 Bodies stay in the log entries (the machine holds references); this replica keeps the
 bodies of live messages in memory (`bodies`, by Raft index) and drops them as the machine's
@@ -22,12 +32,13 @@ this replica leads (`is_leader`).
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from ...amqp.codec import names
-from ...amqp.constants import ACCESS_REFUSED, PRECONDITION_FAILED
+from ...amqp.codec import encode_header_payload, names
+from ...amqp.constants import ACCESS_REFUSED, NOT_IMPLEMENTED, PRECONDITION_FAILED
 from ...amqp.errors import AMQPError
 from ...core.message import FLAG_PRIORITY, Message
 from ...core.pending import Pending
@@ -35,6 +46,7 @@ from .commands import (
     Meta,
     make_cancel,
     make_checkout,
+    make_dead_letter_settle,
     make_dequeue,
     make_discard,
     make_down,
@@ -46,6 +58,7 @@ from .commands import (
     make_update_config,
 )
 from .machine import QuorumMachine
+from .settings import config_from
 from .state import QueueConfig
 
 if TYPE_CHECKING:
@@ -55,29 +68,11 @@ if TYPE_CHECKING:
 # propose(data, still_waiting) -> a Pending that fails if the entry could not be submitted;
 # still_waiting() turns False once the entry was applied here (then no retry is needed)
 Propose = Callable[[bytes, Callable[[], bool]], Pending]
+# the node's dead-lettering: per message, None when it went nowhere (no exchange, no route),
+# else what its copies wait for (target queues' confirms, the journal's fsync)
+DeadLetter = Callable[[Any, list[Message], str], list[list[Pending] | None] | None]
 
-
-def config_from(arguments: dict, policy: dict) -> QueueConfig:
-    """The machine's settings from the queue's arguments, then its effective policy."""
-    def pick(arg: str, key: str) -> Any:
-        value = arguments.get(arg)
-        if value is None:
-            value = policy.get(key)
-        return value.decode() if isinstance(value, bytes) else value
-
-    data: dict[str, Any] = {}
-    for field, arg, key in (("max_length", "x-max-length", "max-length"),
-                            ("max_length_bytes", "x-max-length-bytes", "max-length-bytes"),
-                            ("delivery_limit", "x-delivery-limit", "delivery-limit"),
-                            ("message_ttl_ms", "x-message-ttl", "message-ttl"),
-                            ("overflow", "x-overflow", "overflow"),
-                            ("single_active_consumer", "x-single-active-consumer", ""),
-                            ("max_priority", "x-max-priority", "")):
-        value = pick(arg, key) if key else arguments.get(arg)
-        if value is not None:
-            data[field] = value
-    known = set(QueueConfig.__dataclass_fields__)
-    return QueueConfig.from_dict({k: v for k, v in data.items() if k in known})
+__all__ = ["QuorumQueue", "config_from"]
 
 
 class QuorumQueue:
@@ -110,13 +105,37 @@ class QuorumQueue:
         self.had_consumers = False
         self.last_used_ms = 0.0
         self.consumer_timeout_ms: int | None = None
-        self.dead_letter_exchange: str | None = None
-        self.dead_letter_routing_key: str | None = None
         self.overflow = config.overflow
         self.published = self.delivered = self.acked = 0
-        self.on_dead: Callable[[Any, list[Message], str], None] = lambda q, m, r: None
+        self.is_quorum = record.type == "quorum"  # else a classic queue under an ha-* policy
+        self.on_dead: DeadLetter = lambda q, m, r: None
         self.on_cancelled: Callable[[Consumer], None] = lambda c: None
+        # the leader's replica deletes the queue when its x-expires runs out; None: the
+        # node that owns `on_dead` is asked (its delete_queue)
+        self.on_expired: Callable[[QuorumQueue], object] | None = None
         self.clock: Callable[[], float] = lambda: 0.0
+        self._forwarding: set[int] = set()  # at-least-once dead letters awaiting confirms
+        self._settled_now: list[int] | None = None  # gathered while forwarding, see there
+
+    # -- settings ------------------------------------------------------------------------------
+    # The dead-letter exchange and routing key live in the machine's config, so a policy
+    # change reaches every replica in log order; the shell's assignment at creation (the
+    # same values, arguments first) is accepted and ignored.
+    @property
+    def dead_letter_exchange(self) -> str | None:
+        return self.machine.config.dead_letter_exchange
+
+    @dead_letter_exchange.setter
+    def dead_letter_exchange(self, value: str | None) -> None:
+        pass
+
+    @property
+    def dead_letter_routing_key(self) -> str | None:
+        return self.machine.config.dead_letter_routing_key
+
+    @dead_letter_routing_key.setter
+    def dead_letter_routing_key(self, value: str | None) -> None:
+        pass
 
     # -- what the channel sees -------------------------------------------------------------
     @property
@@ -153,12 +172,17 @@ class QuorumQueue:
 
     def enqueue(self, message: Message) -> Pending:
         self.published += 1
-        cmd = make_enqueue(None, None, message.size, _priority(message), message.ttl_ms)
+        # only a queue declared with x-max-priority (a classic one) orders by priority
+        priority = _priority(message) if self.machine.config.max_priority is not None else 0
+        cmd = make_enqueue(None, None, message.size, priority, message.ttl_ms)
         body = message.body if message.body is not None else b""
         pair = message.exchange_ss + message.routing_key_ss
         return self._submit(cmd, [pair, message.header, bytes(body), message.published_ms])
 
     def add_consumer(self, consumer: Consumer) -> Pending:
+        if self.is_quorum and consumer.channel.global_prefetch:
+            raise AMQPError(NOT_IMPLEMENTED, f"queue '{self.name}' in vhost '{self.vhost}' does "
+                            "not support global qos")
         self._next_cid += 1
         cid = f"{self.origin}#{self._next_cid}"
         self.local[cid] = consumer
@@ -179,8 +203,10 @@ class QuorumQueue:
         self._forget(consumer)
         if not self.deleted:
             # the consumer's unacknowledged deliveries stay with its channel, which settles
-            # or returns them later (RabbitMQ's behaviour for quorum queues)
-            self._submit(make_cancel(cid, False))
+            # or returns them later (RabbitMQ's behaviour for quorum queues); deliveries the
+            # machine makes before the cancel is applied never reach the client, so the
+            # cancel returns whatever the channel does not hold, in the same command
+            self._submit(make_cancel(cid, _held_by(consumer, self)))
 
     def _forget(self, consumer: Consumer) -> None:
         self.local.pop(self.cid_of.pop(consumer, ""), None)
@@ -211,7 +237,8 @@ class QuorumQueue:
             if reply[0] != "dequeued":
                 p.resolve(None)
                 return
-            msg = self._message(reply[2][0])
+            # RabbitMQ 3.10 counts failed deliveries on every basic.get of a quorum queue
+            msg = self._message(reply[2][0], reply[4] if self.is_quorum else None)
             if msg is None:  # cannot happen while the replica holds every live body
                 p.fail(AMQPError(PRECONDITION_FAILED, "message body not found"))
                 return
@@ -282,6 +309,10 @@ class QuorumQueue:
                 self._deliver(effect[1], effect[2])
             elif kind == "dead_letter":
                 self._dead_letter(effect[1], effect[2])
+            elif kind == "dead_letter_pending":
+                self._forward_dead(effect[1], effect[2])
+            elif kind == "queue_expired":
+                self._expired()
             elif kind == "release_cursor":
                 cursor = effect[1]
                 for i in [i for i in self.bodies if i < cursor]:
@@ -312,23 +343,35 @@ class QuorumQueue:
         else:
             p.resolve(reply)
 
-    def _message(self, raft_index: int) -> Message | None:
+    def _message(self, raft_index: int, delivery_count: int | None = None) -> Message | None:
+        """The message at `raft_index`, with an x-delivery-count header when a count is given
+        (the stored header, as published, is never changed)."""
         stored = self.bodies.get(raft_index)
         if stored is None:
             return None
         pair, header, body, published_ms = stored
         exchange, routing_key, ex_ss, rk_ss = names(pair)
         msg = Message(exchange, routing_key, ex_ss, rk_ss, header, body)
+        if delivery_count is not None:
+            props = msg.properties
+            props.headers = {**(props.headers or {}), "x-delivery-count": delivery_count}
+            msg = Message(exchange, routing_key, ex_ss, rk_ss,
+                          encode_header_payload(msg.size, props), body)
         msg.published_ms = published_ms
         return msg
 
     def _deliver(self, cid: str, batch: list) -> None:
         consumer = self.local.get(cid)
         if consumer is None:
-            return  # a consumer on another node: its replica delivers
+            if cid.startswith(self.origin + "#"):
+                # ours, but gone (cancelled, its channel closed) before this delivery was
+                # applied: the messages go back rather than stay checked out to nobody
+                self._submit(make_return(cid, [entry[0] for entry in batch]))
+            return  # else a consumer on another node: its replica delivers
         channel = consumer.channel
-        for msg_id, ref, redelivered, _count in batch:
-            msg = self._message(ref[0])
+        for msg_id, ref, redelivered, count in batch:
+            # a consumer sees the count once a delivery failed (RabbitMQ 3.10)
+            msg = self._message(ref[0], count if self.is_quorum and count else None)
             if msg is None:
                 continue
             self.delivered += 1
@@ -341,6 +384,53 @@ class QuorumQueue:
         if messages:
             self.on_dead(self, messages, reason)
 
+    def _forward_dead(self, reason: str, refs: list) -> None:
+        """At least once: republish the held dead letters not already on their way; each
+        leaves the queue once every copy is confirmed. One that went nowhere, or whose copies
+        were not all confirmed, stays held and is named again by a later tick."""
+        if not self.is_leader() or self.deleted:
+            return
+        indexes: list[int] = []
+        messages: list[Message] = []
+        for ref in refs:
+            msg = None if ref[0] in self._forwarding else self._message(ref[0])
+            if msg is not None:
+                indexes.append(ref[0])
+                messages.append(msg)
+        if not messages:
+            return
+        outcomes = self.on_dead(self, messages, reason)
+        if not isinstance(outcomes, list):
+            return  # a hook that cannot tell: the messages stay held
+        # copies confirmed at once (classic targets, nothing to fsync) settle in one command
+        self._settled_now = []
+        for index, waits in zip(indexes, outcomes, strict=False):
+            if waits is not None:
+                self._forwarding.add(index)
+                _when_all_confirmed(waits, partial(self._forwarded, index))
+        settled, self._settled_now = self._settled_now, None
+        if settled:
+            self._submit(make_dead_letter_settle(settled))
+
+    def _forwarded(self, index: int, confirmed: bool) -> None:
+        self._forwarding.discard(index)
+        if not confirmed or self.deleted or index not in self.machine.discards:
+            return
+        if self._settled_now is not None:
+            self._settled_now.append(index)
+        else:
+            self._submit(make_dead_letter_settle([index]))
+
+    def _expired(self) -> None:
+        """x-expires ran out: the leader's replica asks for the queue's deletion."""
+        if not self.is_leader() or self.deleted:
+            return
+        delete = self.on_expired
+        if delete is None:
+            delete = getattr(getattr(self.on_dead, "__self__", None), "delete_queue", None)
+        if delete is not None:
+            delete(self)
+
     # -- snapshots ------------------------------------------------------------------------------
     def snapshot(self) -> bytes:
         live = set(self.machine.live_indexes())
@@ -350,8 +440,44 @@ class QuorumQueue:
 
     def restore(self, index: int, data: bytes) -> None:  # noqa: ARG002
         state, bodies = msgpack.unpackb(data, raw=False, strict_map_key=False)
+        # a snapshot older than a setting (x-expires, dead-lettering in the config) keeps the
+        # value this replica was built with, from the queue's arguments and policy
+        state["config"] = {**self.machine.config.to_dict(), **state["config"]}
         self.machine = QuorumMachine.from_snapshot(state)
         self.bodies = {i: b for i, b in bodies}
+
+
+def _held_by(consumer: Consumer, queue: QuorumQueue) -> list[int]:
+    """The msg_ids of `queue` that the consumer's channel holds: unacknowledged, or settled
+    inside a transaction not yet committed (a rollback gives them back)."""
+    channel = consumer.channel
+    held = list(channel.unacked.values())
+    for op in channel.tx_ops:
+        if op[0] == "settle":
+            held += [v for _, v in op[1]]
+    return sorted(entry[0] for q, entry, c in held if c is consumer and q is queue)
+
+
+def _when_all_confirmed(waits: list[Pending], done: Callable[[bool], None]) -> None:
+    """done(True) once every wait resolved truthy; done(False) as soon as one did not."""
+    if not waits:
+        done(True)
+        return
+    left = [len(waits)]
+
+    def one(p: Pending) -> None:
+        if left[0] <= 0:
+            return
+        if p.error is not None or not p.value:
+            left[0] = 0
+            done(False)
+            return
+        left[0] -= 1
+        if left[0] == 0:
+            done(True)
+
+    for p in waits:
+        p.on_done(one)
 
 
 def _by_consumer(entries: list[tuple]) -> dict[str, list[int]]:

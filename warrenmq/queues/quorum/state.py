@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .commands import OVERFLOWS, MessageRef
+from .commands import DEAD_LETTER_STRATEGIES, OVERFLOWS, MessageRef
 
 # Without x-max-priority a quorum queue still has two levels, as RabbitMQ's: priorities
 # above this one are served first.
@@ -32,6 +32,13 @@ class QueueConfig:
     max_priority: int | None = None
     single_active_consumer: bool = False
     consumer_timeout_ms: int | None = None
+    expires_ms: int | None = None  # queue TTL: deleted when unused for this long
+    # at-least-once keeps dead letters in the queue until their targets confirmed them
+    dead_letter_strategy: str = "at-most-once"
+    # where dead letters go: carried here so that every replica learns a policy change in
+    # log order; the machine itself never reads them
+    dead_letter_exchange: str | None = None
+    dead_letter_routing_key: str | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> QueueConfig:
@@ -41,7 +48,7 @@ class QueueConfig:
             raise ValueError(f"unknown queue setting(s): {', '.join(unknown)}")
         config = cls(**data)
         for name in ("max_length", "max_length_bytes", "message_ttl_ms", "delivery_limit",
-                     "max_priority", "consumer_timeout_ms"):
+                     "max_priority", "consumer_timeout_ms", "expires_ms"):
             value = getattr(config, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool)
                                       or value < 0):
@@ -53,6 +60,14 @@ class QueueConfig:
                              f"not {config.overflow!r}")
         if not isinstance(config.single_active_consumer, bool):
             raise ValueError("single_active_consumer must be a boolean")
+        if config.dead_letter_strategy not in DEAD_LETTER_STRATEGIES:
+            raise ValueError(f"dead_letter_strategy must be one of "
+                             f"{', '.join(DEAD_LETTER_STRATEGIES)}, "
+                             f"not {config.dead_letter_strategy!r}")
+        for name in ("dead_letter_exchange", "dead_letter_routing_key"):
+            value = getattr(config, name)
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"{name} must be a string, not {value!r}")
         return config
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,0 +1,248 @@
+"""Differential: quorum queues against RabbitMQ 3.10. The x-death header of every dead-letter
+reason a quorum queue has (rejected, expired, maxlen, delivery_limit), the delivery limit and
+the x-delivery-count header (on basic.get, on consumer redeliveries, after a channel closes
+with unacknowledged messages), the order in which TTLs expire, and what a quorum queue does
+not support and how a client learns it."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import pika
+import pytest
+
+from tests.differential.harness import Names, drain_until, pika_connection
+
+pytestmark = pytest.mark.rabbitmq
+
+QUORUM = {"x-queue-type": "quorum"}
+
+
+def _norm(names: Names, value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _norm(names, v) for k, v in sorted(value.items())}
+    if isinstance(value, list):
+        return [_norm(names, v) for v in value]
+    if isinstance(value, bytes):
+        value = value.decode()
+    if isinstance(value, str):
+        return names.normalise(value)
+    if isinstance(value, datetime.datetime):
+        return "<time>"
+    return value
+
+
+def _count(ch, q: str) -> int:
+    return ch.queue_declare(q, passive=True).method.message_count
+
+
+def _drain(names: Names, ch, q: str) -> list:
+    out = []
+    while True:
+        method, props, body = ch.basic_get(q, auto_ack=True)
+        if method is None:
+            return out
+        out.append([body.decode(), names.normalise(method.exchange),
+                    names.normalise(method.routing_key), method.redelivered, props.expiration,
+                    _norm(names, props.headers)])
+
+
+def quorum_dead_letter_scenario(url: str) -> list:
+    """Rejected (published with CC and a TTL), poison (over the delivery limit), maxlen (drop
+    head): the dead letters as the dead-letter queue gets them, and what the consumer saw."""
+    names = Names()
+    conn = pika_connection(url)
+    ch = conn.channel()
+    ch.confirm_delivery()
+    dlx, dead, work, src = names["dlx"], names["dead"], names["work"], names["src"]
+    trace: list = []
+    try:
+        ch.exchange_declare(dlx, "topic")
+        ch.queue_declare(dead)
+        ch.queue_bind(dead, dlx, "#")
+        ch.queue_declare(work, durable=True, arguments={
+            **QUORUM, "x-dead-letter-exchange": dlx, "x-max-length": 3,
+            "x-delivery-limit": 1})
+        ch.exchange_declare(src, "direct")
+        ch.queue_bind(work, src, "rk")
+        props = pika.BasicProperties(headers={"app": "x", "CC": [work]}, expiration="60000")
+        ch.basic_publish(src, "rk", b"rejected-me", props)
+        method, p, _ = ch.basic_get(work)
+        trace.append(["got", method.redelivered, _norm(names, p.headers)])
+        ch.basic_reject(method.delivery_tag, requeue=False)
+        drain_until(conn, lambda: _count(ch, dead) == 1)
+        ch.basic_publish("", work, b"poison", pika.BasicProperties(headers={"try": 1}))
+        for _ in range(3):
+            method, p, _ = ch.basic_get(work)
+            if method is None:
+                trace.append("empty")
+                break
+            trace.append(["got", method.redelivered, _norm(names, p.headers)])
+            ch.basic_nack(method.delivery_tag, requeue=True)
+        drain_until(conn, lambda: _count(ch, dead) == 2)
+        for i in range(5):  # max-length 3: the two oldest are dropped
+            ch.basic_publish("", work, f"len-{i}".encode())
+        drain_until(conn, lambda: _count(ch, dead) == 4)
+        trace.append(_drain(names, ch, dead))
+        trace.append(_drain(names, ch, work))
+        return trace
+    finally:
+        for q in (dead, work):
+            ch.queue_delete(q)
+        for x in (dlx, src):
+            ch.exchange_delete(x)
+        conn.close()
+
+
+def quorum_ttl_scenario(url: str) -> list:
+    """Message TTL on a quorum queue (per message and per queue), into a dead-letter routing
+    key: which expire, in what order (at the head only), and their x-death."""
+    names = Names()
+    conn = pika_connection(url)
+    ch = conn.channel()
+    ch.confirm_delivery()
+    q, dlx, dead = names["q"], names["dlx"], names["dead"]
+    try:
+        ch.exchange_declare(dlx, "direct")
+        ch.queue_declare(dead)
+        ch.queue_bind(dead, dlx, "expired-key")
+        ch.queue_declare(q, durable=True, arguments={
+            **QUORUM, "x-dead-letter-exchange": dlx, "x-dead-letter-routing-key": "expired-key",
+            "x-message-ttl": 600})
+        ch.basic_publish("", q, b"long", pika.BasicProperties(expiration="300"))
+        ch.basic_publish("", q, b"short", pika.BasicProperties(expiration="10"))
+        ch.basic_publish("", q, b"queue-ttl")
+        drain_until(conn, lambda: _count(ch, dead) == 3, timeout_s=15)
+        return _drain(names, ch, dead)
+    finally:
+        ch.queue_delete(q)
+        ch.queue_delete(dead)
+        ch.exchange_delete(dlx)
+        conn.close()
+
+
+def delivery_limit_scenario(url: str, limit: Any) -> list:
+    """How many times a message that always fails is delivered under `limit`, with the
+    redelivered flag and x-delivery-count each time: by basic.get until it is gone; then, on
+    a queue of its own, by a consumer that nacks the first delivery and closes its channel at
+    once (its redelivery and the close race: either way both count), then by basic.get."""
+    names = Names()
+    conn = pika_connection(url)
+    ch = conn.channel()
+    ch.confirm_delivery()
+    trace: list = []
+
+    def get_until_gone(q: str) -> None:
+        for _ in range(4):
+            method, p, _ = ch.basic_get(q)
+            if method is None:
+                trace.append("gone")
+                return
+            trace.append([method.redelivered, _norm(names, p.headers)])
+            ch.basic_nack(method.delivery_tag, requeue=True)
+        trace.append("still there")
+
+    try:
+        for q in (names["by-get"], names["by-consumer"]):
+            ch.queue_declare(q, durable=True, arguments={**QUORUM, "x-delivery-limit": limit})
+        ch.basic_publish("", names["by-get"], b"m")
+        get_until_gone(names["by-get"])
+        ch.basic_publish("", names["by-consumer"], b"m")
+        seen: list = []
+
+        def fail_once(c, m, p, b) -> None:
+            seen.append([m.redelivered, _norm(names, p.headers)])
+            if len(seen) == 1:
+                c.basic_nack(m.delivery_tag, requeue=True)
+
+        worker = conn.channel()
+        worker.basic_consume(names["by-consumer"], fail_once)
+        drain_until(conn, lambda: seen)
+        worker.close()
+        trace.append(seen[:1])
+        get_until_gone(names["by-consumer"])
+        return trace
+    finally:
+        for q in (names["by-get"], names["by-consumer"]):
+            ch.queue_delete(q)
+        conn.close()
+
+
+def unsupported_scenario(url: str) -> list:
+    """What a quorum queue refuses at declare or consume, and what it takes but ignores."""
+    names = Names()
+    trace: list = []
+    conn = pika_connection(url)
+    for i, (args, kwargs) in enumerate([
+            ({"x-max-priority": 5}, {"durable": True}),
+            ({"x-queue-mode": "lazy"}, {"durable": True}),
+            ({"x-queue-master-locator": "min-masters"}, {"durable": True}),
+            ({"x-max-priority": 5}, {"durable": False}),  # which check comes first
+            ({}, {"durable": False}),
+            ({}, {"durable": True, "exclusive": True}),
+            ({}, {"durable": True, "auto_delete": True}),
+            ({"x-dead-letter-strategy": "sometimes"}, {"durable": True}),
+            ({"x-expires": 0}, {"durable": True})]):
+        ch = conn.channel()
+        name = names[f"refused{i}"]
+        try:
+            ch.queue_declare(name, arguments={**QUORUM, **args}, **kwargs)
+            trace.append("declared")
+            ch.queue_delete(name)
+            ch.close()
+        except pika.exceptions.ChannelClosedByBroker as e:
+            trace.append([e.reply_code, names.normalise(e.reply_text)])
+    ch = conn.channel()
+    ch.confirm_delivery()
+    q = names["fallback"]
+    try:
+        # reject-publish-dlx is taken and falls back to drop-head; priorities are ignored
+        ch.queue_declare(q, durable=True, arguments={
+            **QUORUM, "x-max-length": 2, "x-overflow": "reject-publish-dlx"})
+        for body, priority in [(b"a", 1), (b"b", None), (b"c", 9)]:
+            ch.basic_publish("", q, body, pika.BasicProperties(priority=priority))
+        trace.append([b.decode() for b in _bodies(ch, q)])
+    finally:
+        ch.queue_delete(q)
+    gq = names["global"]
+    ch.queue_declare(gq, durable=True, arguments=QUORUM)
+    other = pika_connection(url)
+    try:
+        och = other.channel()
+        och.basic_qos(prefetch_count=5, global_qos=True)
+        och.basic_consume(gq, lambda *a: None)
+        trace.append("consumed")
+        other.close()
+    except pika.exceptions.ConnectionClosedByBroker as e:
+        trace.append([e.reply_code, names.normalise(e.reply_text)])
+    finally:
+        ch.queue_delete(gq)
+        conn.close()
+    return trace
+
+
+def _bodies(ch, q: str) -> list[bytes]:
+    out = []
+    while True:
+        method, _, body = ch.basic_get(q, auto_ack=True)
+        if method is None:
+            return out
+        out.append(body)
+
+
+def test_quorum_x_death_matches_rabbitmq(differential):
+    differential(quorum_dead_letter_scenario)
+
+
+def test_quorum_ttl_expiry_matches_rabbitmq(differential):
+    differential(quorum_ttl_scenario)
+
+
+@pytest.mark.parametrize("limit", [0, 2, -1, "not a number"])
+def test_delivery_limit_and_delivery_count_match_rabbitmq(differential, limit):
+    differential(delivery_limit_scenario, limit)
+
+
+def test_what_quorum_queues_refuse_or_ignore_matches_rabbitmq(differential):
+    differential(unsupported_scenario)
