@@ -108,16 +108,12 @@ class QuorumQueues:
         policy = self._policy(record)
         q = QuorumQueue(record, node.origin, node.name,
                         lambda data, waiting, gid=gid: self._propose(gid, data, waiting),
-                        lambda gid=gid: self._leads(gid), config_from(record.arguments, policy))
+                        lambda gid=gid: self._leads(gid),
+                        config_from(record.arguments, policy, record.type))
         q.on_dead = node.dead_letter
+        q.on_expired = node.delete_queue
         q.clock = lambda: time.time() * 1000.0
         q.on_cancelled = self._cancelled
-        for attr, arg, key in (("dead_letter_exchange", "x-dead-letter-exchange",
-                                "dead-letter-exchange"),
-                               ("dead_letter_routing_key", "x-dead-letter-routing-key",
-                                "dead-letter-routing-key")):
-            value = record.arguments.get(arg, policy.get(key))
-            setattr(q, attr, value.decode() if isinstance(value, bytes) else value)
         voters = {self._id(m) for m in members}
         voters.discard(0)
         if not voters:
@@ -220,7 +216,7 @@ class QuorumQueues:
         if not self._leads(gid):
             return  # leadership moved while waiting for the lock
         policy = self._policy(q.record)
-        config = config_from(q.record.arguments, policy)
+        config = config_from(q.record.arguments, policy, q.record.type)
         if config != q.machine.config:
             q.update_config(config)
         want = self.desired(q)
