@@ -15,3 +15,10 @@ def say(capsys: pytest.CaptureFixture[str]) -> Say:
         with capsys.disabled():
             print(f"\n{text}", flush=True)
     return emit
+
+
+@pytest.fixture
+def dump_on_abort(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nodes started by the test dump their threads' stacks to their log on SIGABRT, which
+    is what `stop_all` sends a node that does not stop."""
+    monkeypatch.setenv("PYTHONFAULTHANDLER", "1")

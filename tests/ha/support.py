@@ -113,10 +113,6 @@ def wait_replicated(node: Node, queues: Sequence[str], members: Sequence[Node],
     return last
 
 
-def leader_of(node: Node, queue: str) -> str:
-    return identity(queue_rows(node).get(queue, {}).get("leader") or "")
-
-
 def wait_new_leader(survivors: Sequence[Node], queues: Sequence[str], old: Node,
                     timeout_s: float = 60.0) -> None:
     """Every survivor names a survivor as the leader of each queue."""
@@ -155,6 +151,34 @@ def heal(fault: str, node: Node) -> None:
         node.proc.send_signal(signal.SIGCONT)
     elif fault == "partition":
         ctl_ok(node, "heal_cluster_links", timeout_s=15)
+
+
+def stop_all(nodes: Sequence[Node], timeout_s: float = 10.0) -> list[str]:
+    """SIGTERM every running node at once, as an operator stopping the cluster would, and
+    wait. A node still running after `timeout_s` gets SIGABRT (under PYTHONFAULTHANDLER=1 its
+    threads' stacks go to its log), then SIGKILL. Returns a line per node that hung, with the
+    end of its log."""
+    running = [n for n in nodes if n.proc is not None and n.proc.poll() is None]
+    for node in running:
+        assert node.proc is not None
+        node.proc.send_signal(signal.SIGCONT)  # a stopped process cannot act on SIGTERM
+        node.proc.send_signal(signal.SIGTERM)
+    hung = []
+    for node in running:
+        assert node.proc is not None
+        try:
+            node.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            node.proc.send_signal(signal.SIGABRT)
+            try:
+                node.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                node.proc.kill()
+                node.proc.wait(5)
+            tail = "\n".join(node.log().splitlines()[-60:])
+            hung.append(f"{node.name} still running {timeout_s:g}s after SIGTERM; its log "
+                        f"ends:\n{tail}")
+    return hung
 
 
 # -- reports -------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from tests.ha.support import FAULTS, Say, seeds
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.usefixtures("dump_on_abort")
 @pytest.mark.parametrize("seed", seeds(), ids=lambda s: f"seed{s}")
 @pytest.mark.parametrize("fault", FAULTS)
 def test_leader_failure_loses_no_confirmed_message(

@@ -21,6 +21,7 @@ from tests.ha.support import Say, seeds
 # sigkill caught consumers of a dead leader's node never being downed (their messages stayed
 # checked out to them for good); QuorumQueues._down_departed now downs them
 @pytest.mark.timeout(180)
+@pytest.mark.usefixtures("dump_on_abort")
 @pytest.mark.parametrize("fault", [
     "sigkill",
     # the stopped node, once continued, ends its consumer itself (the client has hung up)

@@ -48,8 +48,8 @@ from tests.ha.support import (
     set_ha_policy,
     wait_replicated,
 )
-from tests.support.cluster import restart, running_cluster, wait_cluster
-from tests.support.node import Node, spawn, wait_for, wait_ready
+from tests.support.cluster import running_cluster, wait_cluster
+from tests.support.node import Node, launch, spawn, wait_for, wait_ready
 
 QUORUM_QUEUE = "jobs.quorum"
 HA_QUEUE = "jobs.mirrored"
@@ -58,7 +58,7 @@ RATE_PER_S = 100  # per publisher
 PROGRESS = 20  # confirms each publisher must get after a node is back, before the next goes
 REJOIN_S = 60.0
 STALL_S = 10.0
-PER_QUEUE = 150  # full restart: messages published to each queue (about)
+PER_PUBLISHER = 150  # full restart: messages per publisher, half to each queue
 HOLD = 20  # full restart: per queue, delivered and acked, and as many delivered and held
 
 
@@ -119,7 +119,11 @@ def test_rolling_restart_under_load_loses_nothing_confirmed(
             wait_for(lambda: ledger.confirmed_count() >= 2 * PROGRESS, 30,
                      what="confirms before the first restart")
             for node in order:
-                restart(node)
+                rc = node.stop(timeout_s=15)  # SIGTERM; SIGKILL if it has not ended by then
+                if rc not in (0, -signal.SIGTERM):
+                    say(f"[ha rolling seed={seed}] WARNING: {node.name} did not stop on "
+                        f"SIGTERM within 15 s (exit status {rc})")
+                launch(node, REJOIN_S)
                 wait_cluster(nodes, timeout_s=REJOIN_S)
                 wait_replicated(node, QUEUES, nodes, timeout_s=REJOIN_S)
                 back = time.monotonic()
@@ -216,8 +220,8 @@ def test_full_restart_keeps_every_unacknowledged_message(
 
         ledger = Ledger()
         publishers: list[Publisher] = [
-            PikaPublisher("pika", [others[0]], QUEUES, ledger, limit=PER_QUEUE),
-            AioPikaPublisher("aiopika", [others[1]], QUEUES, ledger, limit=PER_QUEUE,
+            PikaPublisher("pika", [others[0]], QUEUES, ledger, limit=PER_PUBLISHER),
+            AioPikaPublisher("aiopika", [others[1]], QUEUES, ledger, limit=PER_PUBLISHER,
                              window=rng.choice([8, 32])),
         ]
         drain: PikaConsumer | None = None

@@ -65,6 +65,7 @@ log = logging.getLogger("warrenmq.links")
 LINK_PROTOCOL = "warren-link/1"
 PING_INTERVAL_S = 1.0
 DEAD_AFTER_S = 5.0
+STOP_TIMEOUT_S = 2.0  # how long stop() waits for its tasks to end
 CONNECT_TIMEOUT_S = 5.0
 BACKOFF_MIN_S = 0.05
 BACKOFF_MAX_S = 2.0
@@ -324,7 +325,8 @@ class PeerLinks:
         for p in self._peers.values():
             p.task = None
         if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # bounded: a task that swallowed its cancellation must not hold the shutdown
+            await asyncio.wait(tasks, timeout=STOP_TIMEOUT_S)
 
     # -- registration ---------------------------------------------------------------------
     def on(self, kind: str, fn: MessageHandler) -> None:
@@ -611,7 +613,9 @@ class PeerLinks:
 
     async def _dial_loop(self, p: _Peer) -> None:
         delay = self.backoff_min_s
-        while self._peers.get(p.name) is p:
+        # `_running` too: on Python 3.11 a cancellation can be swallowed by asyncio.wait_for
+        # (CPython gh-86296), and a dialler that missed it must still end once stopped
+        while self._running and self._peers.get(p.name) is p:
             while p.name in self._cut:
                 p.last_error = "the link is cut on this node"
                 p.attempted.set()
