@@ -19,6 +19,7 @@ import os
 import signal
 import subprocess
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,36 +37,44 @@ class Replicas:
     in_sync: list[str]
 
 
-class Side:
+class Side(ABC):
     """One broker's 3-node cluster: addresses, the CLI, and killing and restarting a node."""
 
     broker = ""
 
+    @abstractmethod
     def size(self) -> int:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def uri(self, i: int) -> str:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def name(self, i: int) -> str:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def ctl(self, i: int, *args: str) -> subprocess.CompletedProcess:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def replicas(self, queue: str, via: int) -> Replicas | None:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def kill(self, i: int) -> None:
         """SIGKILL node i (and only it)."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def restart(self, i: int) -> None:
         """Start a killed node again on its data and wait until the cluster is whole."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def stop(self) -> None:
-        raise NotImplementedError
+        ...
 
     def index(self, name: str) -> int:
         for i in range(self.size()):
