@@ -8,15 +8,16 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .node import Node
 
 
-class MetaLog:
-    def submit(self, node: Node, origin: str, ref: int, command: dict) -> None:
-        raise NotImplementedError
+class MetaLog(ABC):
+    @abstractmethod
+    def submit(self, node: Node, origin: str, ref: int, command: dict) -> None: ...
 
 
 class LocalMetaLog(MetaLog):
