@@ -10,15 +10,12 @@ runs each change on the queue's leader, wherever that is.
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import TextIO
 
-from ..cluster.control import EX_USAGE, ControlError
-from ..cluster.names import NodeNameError, parse, short_hostname
-from .ctl.context import Context, CtlError
+from ..cluster.control import EX_USAGE
 from .queues_ctl import load_commands
-from .warrenctl import UsageError, _command_parser, _fail, _global_options, _Parser, _split
+from .warrenctl import run_tool
 
 GROUPS = ("Help", "Replication", "Health checks")
 GLOBAL_USAGE = ("warren-queues [-n <node>] [-t <timeout>] [-q] [--formatter table|json] "
@@ -52,40 +49,7 @@ def print_help(out: TextIO, command: str | None = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    commands = load_commands()
-    global_argv, name, rest = _split(argv)
-    if name is None:
-        print_help(sys.stderr)
-        return EX_USAGE
-    module = commands.get(name)
-    if module is None:
-        return _fail(f"unknown command '{name}'; 'warren-queues help' lists the commands",
-                     EX_USAGE)
-    try:
-        top = _Parser(prog="warren-queues", add_help=False)
-        _global_options(top, suppress=False)
-        options = top.parse_args(global_argv)
-        args = _command_parser(module).parse_args(rest, namespace=options)
-    except UsageError as e:
-        return _fail(f"{e}\nUsage: warren-queues [-n <node>] [-q] {module.usage}", EX_USAGE)
-    node_text = args.node or os.environ.get("WARREN_NODENAME") or f"warren@{short_hostname()}"
-    try:
-        node = parse(node_text)
-    except NodeNameError as e:
-        return _fail(str(e), EX_USAGE)
-    ctx = Context(node, timeout_s=args.timeout, quiet=args.quiet, formatter=args.formatter,
-                  table_headers=not args.no_table_headers)
-    try:
-        status = module.run(ctx, args)
-    except (CtlError, ControlError) as e:
-        return _fail(str(e), e.exit_status)
-    except KeyboardInterrupt:
-        return 130
-    finally:
-        ctx.close()
-    return status or 0
-
+    return run_tool("warren-queues", load_commands(), print_help, argv)
 
 if __name__ == "__main__":
     sys.exit(main())

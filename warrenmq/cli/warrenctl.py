@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from types import ModuleType
 from typing import TextIO
 
@@ -103,22 +104,28 @@ def _fail(message: str, status: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_tool("warrenctl", load_commands(), print_help, argv)
+
+
+def run_tool(prog: str, commands: dict[str, ModuleType],
+             help_fn: Callable[[TextIO], object], argv: list[str] | None = None) -> int:
+    """Parse the global options and one command of `commands`, reach the node, run it: the
+    body of warrenctl and warren-queues, which differ only by their command sets."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = load_commands()
     global_argv, name, rest = _split(argv)
     if name is None:
-        print_help(sys.stderr)
+        help_fn(sys.stderr)
         return EX_USAGE
     module = commands.get(name)
     if module is None:
-        return _fail(f"unknown command '{name}'; 'warrenctl help' lists the commands", EX_USAGE)
+        return _fail(f"unknown command '{name}'; '{prog} help' lists the commands", EX_USAGE)
     try:
-        top = _Parser(prog="warrenctl", add_help=False)
+        top = _Parser(prog=prog, add_help=False)
         _global_options(top, suppress=False)
         options = top.parse_args(global_argv)
         args = _command_parser(module).parse_args(rest, namespace=options)
     except UsageError as e:
-        return _fail(f"{e}\nUsage: warrenctl [-n <node>] [-q] {module.usage}", EX_USAGE)
+        return _fail(f"{e}\nUsage: {prog} [-n <node>] [-q] {module.usage}", EX_USAGE)
     node_text = args.node or os.environ.get("WARREN_NODENAME") or f"warren@{short_hostname()}"
     try:
         node = parse(node_text)
@@ -128,16 +135,13 @@ def main(argv: list[str] | None = None) -> int:
                   table_headers=not args.no_table_headers)
     try:
         status = module.run(ctx, args)
-    except CtlError as e:
-        return _fail(str(e), e.exit_status)
-    except ControlError as e:
+    except (CtlError, ControlError) as e:
         return _fail(str(e), e.exit_status)
     except KeyboardInterrupt:
         return 130
     finally:
         ctx.close()
     return status or 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
