@@ -834,28 +834,14 @@ class Channel:
         if msg.flags & FLAG_HEADERS and (b"\x02CC" in msg.header or b"\x03BCC" in msg.header):
             msg, extra_keys = sender_selected(msg)
         queues = self.node.route(self.conn.vhost_name, x, msg, extra_keys)
-        refused = False
+        refused = taken = False
         if queues:
-            full = [q for q in queues if q.rejects(msg)]
-            if full:
-                refused = True
-                for q in full:
-                    if q.overflow == "reject-publish-dlx":
-                        q.on_dead(q, [msg], "maxlen")
-                queues = [q for q in queues if q not in full]
-        if queues:
-            msg.refs = len(queues)
-            if msg.persistent:
-                durable = [q for q in queues if q.journalled]
-                if durable:
-                    self.node.journal.log_message(msg, durable)
-                    self.confirm_needs_sync = True
-            for q in queues:
-                p = q.enqueue(msg)
-                # confirmed later (a replicated or a remote queue); kept only for a confirm
-                if p is not None and self.confirm:
-                    self._enqueue_waits.append(p)
-        elif mandatory:
+            refused, needs_sync, waits, taken = self.node.enqueue(msg, queues)
+            if needs_sync:
+                self.confirm_needs_sync = True
+            if waits and self.confirm:  # kept only when the publisher asked for confirms
+                self._enqueue_waits += waits
+        if not taken and mandatory:
             conn = self.conn
             conn.write(codec.return_method(self.number, NO_ROUTE, "NO_ROUTE", msg.exchange_ss,
                                            msg.routing_key_ss))

@@ -155,23 +155,9 @@ class Home:
         msg = Message(exchange, routing_key, ex_ss, rk_ss, header, body)
         msg.published_ms = published_ms
         msg.ttl_ms = ttl_ms
-        refused = False
-        full = [q for q in queues if q.rejects(msg)]
-        if full:  # overflow reject-publish: the publisher is nacked, as for a local publish
-            refused = True
-            for q in full:
-                if q.overflow == "reject-publish-dlx":
-                    q.on_dead(q, [msg], "maxlen")
-            queues = [q for q in queues if q not in full]
-        if queues:
-            msg.refs = len(queues)
-            if msg.persistent:
-                durable = [q for q in queues if q.journalled]
-                if durable:
-                    self.node.journal.log_message(msg, durable)
-                    self._sync = True
-            for q in queues:
-                q.enqueue(msg)
+        refused, needs_sync, _waits, _taken = self.node.enqueue(msg, queues)
+        if needs_sync:
+            self._sync = True
         (self._refused if refused else self._ok).append(ref)
 
     # -- consumers ----------------------------------------------------------------------------

@@ -263,6 +263,34 @@ class Node:
             outcomes.append(waits)
         return outcomes
 
+    def enqueue(self, msg: Message, queues: list) -> tuple[bool, bool, list[Pending], bool]:
+        """Put a routed message into its queues: full ones (overflow reject-publish) refuse
+        it, persistent copies for journalled queues are logged once. Returns (refused by a
+        full queue, waits for the journal's fsync, Pendings of queues that confirm later,
+        taken by at least one queue)."""
+        refused = False
+        full = [q for q in queues if q.rejects(msg)]
+        if full:
+            refused = True
+            for q in full:
+                if q.overflow == "reject-publish-dlx":
+                    q.on_dead(q, [msg], "maxlen")
+            queues = [q for q in queues if q not in full]
+        needs_sync = False
+        waits: list[Pending] = []
+        if queues:
+            msg.refs = len(queues)
+            if msg.persistent:
+                durable = [q for q in queues if q.journalled]
+                if durable:
+                    self.journal.log_message(msg, durable)
+                    needs_sync = True
+            for q in queues:
+                p = q.enqueue(msg)
+                if p is not None:  # confirmed later (a replicated or a remote queue)
+                    waits.append(p)
+        return refused, needs_sync, waits, bool(queues)
+
     def check_consumer_timeouts(self, now_ms: float) -> None:
         """Deliveries unacknowledged past the consumer timeout: that consumer is cancelled
         (with a notification) and its deliveries requeued; the channel stays open (the
