@@ -193,6 +193,15 @@ class Sim:
         self.trace(f"CRASH {n.id}")
         n.raft = None
         n.pending = None
+        self._report_down(n.id, [m.id for m in self.nodes.values() if m.id != n.id])
+
+    def _report_down(self, gone: int, to: list[int]) -> None:
+        """Most survivors learn of a lost peer (a dropped link) after a while, as the host's
+        `peer_down` tells its groups; the choice of who campaigns soon is random here, so
+        that two campaigning at once, or none, is exercised too."""
+        for m in to:
+            if self.rng.random() < 0.7:
+                self._at(self.rng.randint(0, 30), "down", (m, gone, self.rng.random() < 0.5))
 
     def _pump(self, n: SimNode) -> None:
         """Hand the node's next Ready to its (simulated) disk."""
@@ -365,6 +374,9 @@ class Sim:
             cut = rng.randint(1, max(1, len(ids) - 1))
             self.groups = [set(ids[:cut]), set(ids[cut:])]
             self.trace(f"PARTITION {sorted(self.groups[0])} | {sorted(self.groups[1])}")
+            for a, b in ((self.groups[0], self.groups[1]), (self.groups[1], self.groups[0])):
+                for gone in a:
+                    self._report_down(gone, sorted(b))
         elif r < 0.7:
             self.groups = None
             self.trace("HEAL")
@@ -480,6 +492,11 @@ class Sim:
                 self.stats["timeout_now"] += 1
             n.raft.step(m)
             return n
+        elif kind == "down":
+            n = self.nodes[payload[0]]
+            if n.raft is not None:
+                n.raft.leader_lost(payload[1], soon=payload[2])
+                return n
         elif kind == "sync":
             n = self.nodes[payload[0]]
             if n.raft is not None and n.incarnation == payload[1] and n.pending is not None:

@@ -157,6 +157,24 @@ class RaftNode:
             raise RaftError(f"node {self.id} is not a voter and cannot campaign")
         self._hup(force=False)
 
+    def leader_lost(self, leader: int, soon: bool) -> None:
+        """The host learned that `leader`'s node is gone (its link dropped): forget it as
+        leader so that this node grants pre-votes at once, and campaign at the next tick if
+        `soon` (the host picks one surviving voter, so that two do not split the vote),
+        otherwise after a few ticks more than the usual timeout, in case that one cannot win
+        (its log is behind: then the node with the better log campaigns, see
+        `_handle_vote_request`)."""
+        if self.role is Role.LEADER or self.leader_id != leader or leader == NONE:
+            return
+        et = self.config.election_tick
+        self.leader_id = NONE
+        self.election_elapsed = et
+        if soon:
+            self.randomized_election_timeout = et + 1
+        else:
+            self.randomized_election_timeout = et + 3 + self.rng.randrange(et)
+        self._info(f"lost leader {leader}: campaigning {'soon' if soon else 'later'}")
+
     def propose(self, data: bytes) -> int:
         """Append `data` to the leader's log; returns its index (committed later, maybe)."""
         self._check_can_propose()
@@ -432,7 +450,8 @@ class RaftNode:
             or (self.vote == NONE and self.leader_id == NONE)
             or (m.type is MT.PRE_VOTE and m.term > self.term)
         )
-        if can_vote and self.log.is_up_to_date(m.index, m.log_term):
+        up_to_date = self.log.is_up_to_date(m.index, m.log_term)
+        if can_vote and up_to_date:
             # A grant answers in the candidate's term (for a pre-vote, a future one).
             self._send(resp, m.from_, term=m.term)
             if m.type is MT.VOTE:
@@ -440,6 +459,13 @@ class RaftNode:
                 self.vote = m.from_
         else:
             self._send(resp, m.from_, reject=True)
+            if (not up_to_date and self.role is Role.FOLLOWER and self.leader_id == NONE
+                    and self.election_elapsed >= self.config.election_tick):
+                # Nobody leads and this node's log beats the candidate's: this node can win
+                # where the candidate cannot, so it campaigns at the next tick instead of
+                # leaving the group leaderless for a whole timeout.
+                self.randomized_election_timeout = min(self.randomized_election_timeout,
+                                                       self.election_elapsed + 1)
 
     def _step_follower(self, m: Message) -> None:
         if m.type in _LEADER_MESSAGES:

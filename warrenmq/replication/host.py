@@ -59,6 +59,7 @@ import random
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from warrenmq.raft import (
@@ -86,6 +87,10 @@ log = logging.getLogger("warrenmq.replication")
 ApplyFn = Callable[[int, bytes], object]
 RestoreFn = Callable[[int, bytes], None]
 _HEARTBEATS = (MessageType.HEARTBEAT, MessageType.HEARTBEAT_RESP)
+
+
+def _raft_debug(group_id: str, text: str) -> None:
+    log.debug("group %r: %s", group_id, text)
 
 
 class ReplicationError(Exception):
@@ -226,7 +231,8 @@ class RaftHost:
             raise ReplicationError(f"group {group_id!r} recovered a snapshot: needs restore")
         if snap.index and restore is not None:
             restore(snap.index, snap.data)
-        node = RaftNode(self.node_id, storage, self.rng, self.config)
+        node = RaftNode(self.node_id, storage, self.rng, self.config,
+                        partial(_raft_debug, group_id))
         g = _Group(group_id, node, storage, apply, restore)
         self._groups[group_id] = g
         # Until the log replays, the group may name more voters than its snapshot's.
@@ -399,6 +405,28 @@ class RaftHost:
         g.node.campaign()
         self._touch(g)
         self._dirty.add(g)
+        self._kick()
+
+    def peer_down(self, peer: int) -> None:
+        """`peer`'s node is gone (its link dropped: a crash closes its sockets at once), so
+        the failure detector need not wait for its silence: the groups it led elect a new
+        leader now. Pre-vote keeps this harmless if the peer is in fact alive and still
+        heard by a majority (they refuse while its lease runs)."""
+        if peer == self.node_id or peer not in self._peers:
+            return
+        if peer not in self._suspected:
+            self._suspected.add(peer)
+            log.info("node %s: node %s is down (link lost)", self.node_id, peer)
+        for g in self._groups.values():
+            node = g.node
+            if node.leader_id != peer:
+                continue
+            alive = [v for v in node.voters if v != peer and self._alive(v)]
+            soon = bool(alive) and min(alive) == self.node_id
+            node.leader_lost(peer, soon=soon)
+            log.debug("node %s: group %r lost its leader %s; campaigning %s", self.node_id,
+                      g.id, peer, "soon" if soon else "later")
+            self._touch(g)
         self._kick()
 
     def group(self, group_id: str) -> RaftNode:

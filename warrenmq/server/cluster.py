@@ -159,6 +159,7 @@ class Cluster:
         self.links.on_request("node.info", self._node_info)
         self.links.on_request("meta.members", self._meta_members)
         self.links.on_peer_up(self._peer_up)
+        self.links.on_peer_down(self._peer_down)
         self._membership = asyncio.Lock()  # one membership change at a time (on the leader)
         # a member that no longer lists this node, whose log is at least as far as ours:
         # this node was forgotten while it was down
@@ -396,6 +397,12 @@ class Cluster:
             task = asyncio.get_running_loop().create_task(self._check_membership(peer))
             self._checks.add(task)
             task.add_done_callback(self._checks.discard)
+
+    def _peer_down(self, peer: str) -> None:
+        node_id = self.members().get(peer) or self.initial.get(peer)
+        host = self.app.host
+        if node_id and host is not None:
+            host.peer_down(node_id)
 
     async def _meta_members(self, peer: str, payload: Any) -> Any:  # noqa: ARG002
         host = self.app.host
