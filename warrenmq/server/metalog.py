@@ -136,19 +136,25 @@ class RaftMetaLog(MetaLog):
 # -- proposing to a group from any node --------------------------------------------------------
 async def submit(host: RaftHost, group: str, data: bytes, forward: Any,
                  describe: Callable[[], str], timeout_s: float,
-                 waiting: Callable[[], bool]) -> str:
+                 waiting: Callable[[], bool], idempotent: bool = False) -> str:
     """Get `data` into `group`'s log: on the leader here, or forwarded to it with
     `forward(leader_id, group, data)`. Retried while nothing can have been appended (no
-    leader known, not the leader, no link); once it may be in a log it is never proposed
-    again (it could apply twice): the caller learns the outcome when it is applied, and
-    `waiting()` says whether that happened. Returns why it gave up, if it did."""
+    leader known, not the leader, no link); once it may be in a log it is not proposed
+    again (it could apply twice) unless the group's applier drops duplicates
+    (`idempotent`): then an entry not applied when a new term starts here (a new leader,
+    which may not have it) is proposed again. The caller learns the outcome when it is
+    applied, and `waiting()` says whether that happened. Returns why it gave up, if it did."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     appended = False
+    appended_term = 0
     why = ""
     while waiting() and loop.time() < deadline:
+        if appended and idempotent and _term(host, group) > appended_term:
+            appended = False  # the leader it went to may have lost it: send it again
         if not appended:
             leader = host.leader(group)
+            appended_term = _term(host, group)
             try:
                 if leader == host.node_id:
                     fut = host.propose(group, data)
@@ -172,6 +178,13 @@ async def submit(host: RaftHost, group: str, data: bytes, forward: Any,
         await asyncio.sleep(RETRY_S)
     where = describe()
     return f"{why}; {where}" if why and where and where not in why else (why or where)
+
+
+def _term(host: RaftHost, group: str) -> int:
+    try:
+        return host.group(group).term
+    except KeyError:
+        return 0
 
 
 def propose_forwarded(host: RaftHost, group: str, data: bytes) -> None:

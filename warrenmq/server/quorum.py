@@ -449,7 +449,7 @@ class QuorumQueues:
             return why
 
         why = await submit(host, gid, data, cluster.forward if cluster else None,
-                           unreachable, TIMEOUT_S, waiting)
+                           unreachable, TIMEOUT_S, waiting, idempotent=True)
         if waiting():
             sent.fail(AMQPError(INTERNAL_ERROR, f"not committed within {TIMEOUT_S:g}s: {why}"))
         else:

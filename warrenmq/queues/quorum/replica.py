@@ -57,6 +57,7 @@ from .commands import (
     make_tick,
     make_update_config,
 )
+from .dedup import Applied
 from .machine import QuorumMachine
 from .settings import config_from
 from .state import QueueConfig
@@ -99,6 +100,7 @@ class QuorumQueue:
         self.local: dict[str, Consumer] = {}  # consumer id -> consumer on this node
         self.cid_of: dict[Consumer, str] = {}
         self.waiting: dict[int, Pending] = {}
+        self.applied = Applied()  # replicated: which (origin, ref) were applied
         self._next_ref = 0
         self._next_cid = 0
         self.deleted = False
@@ -283,7 +285,8 @@ class QuorumQueue:
         p = Pending()
         self.waiting[ref] = p
         ts = int(self.clock() if ts_ms is None else ts_ms)
-        data = msgpack.packb([self.origin, ref, ts, list(cmd), extra], use_bin_type=True)
+        low = min(self.waiting)  # dicts keep insertion order, but refused refs leave holes
+        data = msgpack.packb([self.origin, ref, ts, list(cmd), extra, low], use_bin_type=True)
         sent = self.propose(data, lambda: ref in self.waiting)
         sent.on_done(lambda s: s.error is None or self._refused(ref, s.error))
         return p
@@ -295,7 +298,9 @@ class QuorumQueue:
 
     # -- the replicated state machine ---------------------------------------------------------
     def apply(self, index: int, data: bytes) -> Any:
-        origin, ref, ts, cmd, extra = msgpack.unpackb(data, raw=False)
+        origin, ref, ts, cmd, extra, *rest = msgpack.unpackb(data, raw=False)
+        if not self.applied.first(origin, ref, rest[0] if rest else None):
+            return None  # a copy proposed again after a change of leader: applied already
         if cmd[0] == "enqueue" and extra is not None:
             self.bodies[index] = extra
         reply, effects = self.machine.apply(Meta(index, ts), cmd)
@@ -435,11 +440,13 @@ class QuorumQueue:
     def snapshot(self) -> bytes:
         live = set(self.machine.live_indexes())
         return msgpack.packb([self.machine.snapshot(),
-                              [[i, b] for i, b in self.bodies.items() if i in live]],
+                              [[i, b] for i, b in self.bodies.items() if i in live],
+                              self.applied.snapshot()],
                              use_bin_type=True)
 
     def restore(self, index: int, data: bytes) -> None:  # noqa: ARG002
-        state, bodies = msgpack.unpackb(data, raw=False, strict_map_key=False)
+        state, bodies, *rest = msgpack.unpackb(data, raw=False, strict_map_key=False)
+        self.applied = Applied.from_snapshot(rest[0] if rest else [])
         # a snapshot older than a setting (x-expires, dead-lettering in the config) keeps the
         # value this replica was built with, from the queue's arguments and policy
         state["config"] = {**self.machine.config.to_dict(), **state["config"]}

@@ -1,0 +1,57 @@
+"""Dropping the second apply of a command proposed twice.
+
+A replica proposes a command, names it (origin, ref) and waits for its apply; when the
+group's term changes before that, the leader it went to may have lost it, so the proposer
+sends it again (`metalog.submit(..., idempotent=True)`). Both copies may then commit. This
+table, part of the replicated state, lets every replica apply the first copy and skip the
+second, deterministically.
+
+Each entry also carries `low`, the proposer's lowest ref still waiting when it proposed:
+every ref below it was applied already, or given up (its caller was refused), so a copy of
+it arriving now is dropped too. Per origin the table keeps the highest `low` seen and the
+refs applied at or above it, so it stays as small as the proposer's window of outstanding
+commands. Origins are node incarnations; the oldest are forgotten past `MAX_ORIGINS` (a
+copy from a node restarted that many times since cannot still be in flight).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+MAX_ORIGINS = 64
+
+
+class Applied:
+    __slots__ = ("_origins",)
+
+    def __init__(self) -> None:
+        # origin -> [low, set of applied refs >= low]; insertion order = first seen in the log
+        self._origins: dict[str, list[Any]] = {}
+
+    def first(self, origin: str, ref: int, low: int | None) -> bool:
+        """Record the apply of (origin, ref); False if it was applied (or given up) before.
+        `low` None: an entry from before this table, never a copy."""
+        if low is None:
+            return True
+        seen = self._origins.get(origin)
+        if seen is None:
+            seen = self._origins[origin] = [low, set()]
+            if len(self._origins) > MAX_ORIGINS:
+                del self._origins[next(iter(self._origins))]
+        if ref < seen[0] or ref in seen[1]:
+            return False
+        if low > seen[0]:
+            seen[0] = low
+            seen[1] = {r for r in seen[1] if r >= low}
+        seen[1].add(ref)
+        return True
+
+    def snapshot(self) -> list[list[Any]]:
+        return [[origin, low, sorted(refs)] for origin, (low, refs) in self._origins.items()]
+
+    @classmethod
+    def from_snapshot(cls, data: list[list[Any]]) -> Applied:
+        table = cls()
+        for origin, low, refs in data:
+            table._origins[origin] = [low, set(refs)]
+        return table
