@@ -295,6 +295,9 @@ def measure_failover(side: Side, kind: Kind, args: argparse.Namespace) -> dict[s
 
 
 # -- the plan ---------------------------------------------------------------------------------------
+MEASURES = ("confirm1", "confirm10", "pubsub", "failover")
+
+
 def run_kind(side: Side, kind: Kind, args: argparse.Namespace) -> dict[str, Any]:
     # the machine may be shared: what else ran during a column says how fair it is
     span = ForeignCpu()
@@ -330,6 +333,8 @@ def _run_kind(side: Side, kind: Kind, args: argparse.Namespace) -> dict[str, Any
             ("failover", lambda: measure_failover(side, kind, args)),
         ]
         for key, measure in plan:
+            if key not in args.measure:
+                continue
             print(f"-- {kind.column} {key}", flush=True)
             try:
                 results[key] = measure()
@@ -366,7 +371,10 @@ def run_broker(broker: str, args: argparse.Namespace) -> dict[str, Any]:
             out[kind.column] = run_kind(side, kind, args)
     finally:
         side.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+        if args.keep:
+            print(f"   kept the nodes' data and logs in {workdir}", flush=True)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
     return out
 
 
@@ -630,6 +638,11 @@ def main() -> int:
                         help="failovers per queue kind (default 5)")
     parser.add_argument("--rate", type=float, default=500.0,
                         help="failover publisher, msg/s (default 500)")
+    parser.add_argument("--measure", default=",".join(MEASURES),
+                        help=f"comma-separated subset of {','.join(MEASURES)} (default all; "
+                             "a subset implies --no-write)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the clusters' data directories and logs")
     parser.add_argument("--no-write", action="store_true",
                         help="print the table only; leave results-ha.md alone")
     args = parser.parse_args()
@@ -638,6 +651,11 @@ def main() -> int:
     args.reps = args.reps or (3 if args.quick else 5)
     if args.duration <= 0 or args.reps < 1 or args.rate <= 0:
         parser.error("--duration, --reps and --rate must be > 0")
+    args.measure = [m.strip() for m in args.measure.split(",") if m.strip()]
+    if not args.measure or set(args.measure) - set(MEASURES):
+        parser.error(f"--measure takes a subset of {','.join(MEASURES)}")
+    if set(args.measure) != set(MEASURES):
+        args.no_write = True  # a partial table must not replace the published one
     brokers = [BROKERS[args.only]] if args.only else ["RabbitMQ", "WarrenMQ"]
 
     started = time.monotonic()
