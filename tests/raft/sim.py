@@ -47,6 +47,7 @@ from warrenmq.raft import (
     Role,
     StorageError,
 )
+from warrenmq.replication.host import SENT_BEFORE_DURABLE
 
 _APP_STATE = struct.Struct(">QI")
 
@@ -73,6 +74,8 @@ class SimParams:
     compact_p: float = 0.3  # per fault event
     membership: bool = False
     send_before_sync: bool = False  # a deliberately broken host, to test the checker
+    # as RaftHost does: a leader's appends/heartbeats/snapshots leave before its own sync
+    leader_sends_early: bool = False
 
     @classmethod
     def random(cls, rng: random.Random, long: bool = False) -> SimParams:
@@ -83,6 +86,7 @@ class SimParams:
         p.drop_p = rng.choice((0.0, 0.02, 0.1))
         p.dup_p = rng.choice((0.0, 0.05))
         p.fault_ms = 20000 if long else rng.choice((600, 1000, 1500, 2500))
+        p.leader_sends_early = rng.random() < 0.5
         return p
 
 
@@ -214,6 +218,10 @@ class Sim:
         n.pending = rd
         if self.p.send_before_sync:
             self._send_all(n, rd)
+        elif self.p.leader_sends_early:
+            for m in rd.messages:
+                if m.type in SENT_BEFORE_DURABLE:
+                    self._send(m)
         lo, hi = self.p.sync_ms
         delay = self.rng.randint(lo, hi)
         if self.faulty and self.rng.random() < self.p.stall_p:
@@ -250,7 +258,9 @@ class Sim:
             n.app = AppState.decode(rd.snapshot.data)
             self._check_applied(n, rd.snapshot.index, None)
         if not self.p.send_before_sync:
-            self._send_all(n, rd)
+            for m in rd.messages:
+                if not (self.p.leader_sends_early and m.type in SENT_BEFORE_DURABLE):
+                    self._send(m)
         for e in rd.committed_entries:
             self._apply(n, e)
         n.pending = None

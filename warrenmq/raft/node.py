@@ -175,12 +175,20 @@ class RaftNode:
             self.randomized_election_timeout = et + 3 + self.rng.randrange(et)
         self._info(f"lost leader {leader}: campaigning {'soon' if soon else 'later'}")
 
-    def propose(self, data: bytes) -> int:
-        """Append `data` to the leader's log; returns its index (committed later, maybe)."""
+    def propose(self, data: bytes, broadcast: bool = True) -> int:
+        """Append `data` to the leader's log; returns its index (committed later, maybe).
+        `broadcast=False` leaves sending it to the caller's `broadcast()`, so that many
+        proposals of one turn travel in one append per follower."""
         self._check_can_propose()
         index = self._append_entry(EntryKind.NORMAL, bytes(data))
-        self._bcast_append()
+        if broadcast:
+            self._bcast_append()
         return index
+
+    def broadcast(self) -> None:
+        """Send every follower what it lacks (after proposals made with broadcast=False)."""
+        if self.role is Role.LEADER:
+            self._bcast_append()
 
     def propose_conf_change(self, op: ConfChangeOp, node_id: int) -> int:
         """Add or remove one voter; returns the index of the change entry."""

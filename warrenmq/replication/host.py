@@ -87,6 +87,8 @@ log = logging.getLogger("warrenmq.replication")
 ApplyFn = Callable[[int, bytes], object]
 RestoreFn = Callable[[int, bytes], None]
 _HEARTBEATS = (MessageType.HEARTBEAT, MessageType.HEARTBEAT_RESP)
+# what only a leader sends: may leave before the leader's own write is durable
+SENT_BEFORE_DURABLE = frozenset((MessageType.APPEND, MessageType.HEARTBEAT, MessageType.SNAPSHOT))
 
 
 def _raft_debug(group_id: str, text: str) -> None:
@@ -195,6 +197,7 @@ class RaftHost:
         self._compactions: list[_Compaction] = []
         self._awake: set[_Group] = set()
         self._dirty: set[_Group] = set()
+        self._unsent: set[_Group] = set()  # proposals not yet broadcast (one append per turn)
         self._inbox: list[Batch] = []
         self._tick_no = 0
         self._heard: dict[int, int] = {}  # peer -> tick number it was last heard at
@@ -286,11 +289,12 @@ class RaftHost:
             fut.set_exception(HostStopped(f"node {self.node_id} is not running"))
             return fut
         try:
-            index = g.node.propose(bytes(data))
+            index = g.node.propose(bytes(data), broadcast=False)
         except RaftError as exc:
             fut.set_exception(exc)
             return fut
         g.pending[index] = (g.node.term, fut)
+        self._unsent.add(g)
         self._touch(g)
         self._dirty.add(g)
         self._kick()
@@ -600,6 +604,10 @@ class RaftHost:
 
     async def _handle_readies(self, heartbeat_due: bool) -> None:
         self.stats.turns += 1
+        unsent, self._unsent = self._unsent, set()
+        for g in unsent:
+            if self._groups.get(g.id) is g:
+                g.node.broadcast()
         work: list[tuple[_Group, Ready]] = []
         for g in self._dirty:
             rd = g.node.ready()
@@ -617,12 +625,23 @@ class RaftHost:
                 recs.append(
                     (records.RAFT_HARD_STATE, records.encode_hard_state(g.id, rd.hard_state))
                 )
+        sent_early: set[int] = set()
         if recs:
             self.wal.append_many(recs)
             self.stats.wal_batches += 1
             self.stats.records += len(recs)
-            # Even a commit-only hard state waits: the WAL fsyncs every batch anyway, and
-            # "nothing leaves before everything appended is durable" is a simple invariant.
+            # A leader's appends and heartbeats go out while its own write is in flight
+            # [Raft thesis 10.2.1]: it counts itself towards a commit only once `advance`
+            # runs, after the write is durable, so a majority of *other* replicas having an
+            # entry on disk is what may commit it meanwhile. Everything else (votes, replies
+            # to a leader) waits for the disk: a reply promises what it acknowledges is there.
+            early: dict[int, list[tuple[str, Message]]] = {}
+            for g, rd in work:
+                for m in rd.messages:
+                    if m.type in SENT_BEFORE_DURABLE:
+                        early.setdefault(m.to, []).append((g.id, m))
+            self._send_batches(early)
+            sent_early = set(early)
             await self._durable()
         # A group removed while its records were being made durable is not served further.
         work = [(g, rd) for g, rd in work if self._groups.get(g.id) is g]
@@ -639,15 +658,12 @@ class RaftHost:
         out: dict[int, list[tuple[str, Message]]] = {}
         for g, rd in work:
             for m in rd.messages:
-                out.setdefault(m.to, []).append((g.id, m))
-        targets = set(out)
+                if not (sent_early and m.type in SENT_BEFORE_DURABLE):
+                    out.setdefault(m.to, []).append((g.id, m))
         if heartbeat_due:
-            targets |= self._peers
-        for peer in sorted(targets):
-            msgs = out.get(peer, [])
-            self.transport.send(peer, Batch(self.node_id, self.incarnation, tuple(msgs)))
-            self.stats.batches_sent += 1
-            self.stats.messages_sent += len(msgs)
+            for peer in self._peers - sent_early:
+                out.setdefault(peer, [])
+        self._send_batches(out)
         # 3. apply, then advance.
         for g, rd in work:
             if rd.entries or rd.committed_entries or rd.hard_state is not None:
@@ -661,6 +677,13 @@ class RaftHost:
                 self._fail_pending(g, LeadershipLost(g.id, g.node.leader_id))
             if g.node.has_ready():
                 self._dirty.add(g)
+
+    def _send_batches(self, out: dict[int, list[tuple[str, Message]]]) -> None:
+        for peer in sorted(out):
+            msgs = out[peer]
+            self.transport.send(peer, Batch(self.node_id, self.incarnation, tuple(msgs)))
+            self.stats.batches_sent += 1
+            self.stats.messages_sent += len(msgs)
 
     def _compact(self) -> None:
         """Carry out the queued compactions. Called between turns only: every record the
