@@ -30,6 +30,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
 from ..amqp.constants import INTERNAL_ERROR
@@ -427,8 +428,23 @@ class QuorumQueues:
     # -- proposing ----------------------------------------------------------------------------------
     def _propose(self, gid: str, data: bytes, waiting: Callable[[], bool]) -> Pending:
         sent = Pending()
-        self._spawn(self._submit(gid, data, waiting, sent))
+        host = self.app.host
+        if host is not None and self._leads(gid):
+            # The common case, without a task per command: append here; only a proposal
+            # that fails (leadership lost, host stopping) takes the retrying path.
+            fut = host.propose(gid, data)
+            fut.add_done_callback(partial(self._proposed, gid, data, waiting, sent))
+        else:
+            self._spawn(self._submit(gid, data, waiting, sent))
         return sent
+
+    def _proposed(self, gid: str, data: bytes, waiting: Callable[[], bool], sent: Pending,
+                  fut: asyncio.Future) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            if waiting():
+                self._spawn(self._submit(gid, data, waiting, sent))
+            return
+        sent.resolve(True)
 
     async def _submit(self, gid: str, data: bytes, waiting: Callable[[], bool],
                       sent: Pending) -> None:
