@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from functools import partial
 from pathlib import Path
 
 from .. import __version__
@@ -58,6 +59,8 @@ class App:
         self.cookie = ""
         self.control = None
         self._checkpointing: asyncio.Task | None = None
+        # replicated queue -> (WAL segment, size) of the last snapshot this node wrote of it
+        self._snapshots: dict[str, tuple[int, int]] = {}
         self.monitor: ResourceMonitor | None = None
         self.protocols: set[AMQPProtocol] = set()
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
@@ -253,14 +256,22 @@ class App:
 
     def _compact_long_logs(self) -> None:
         """A replicated queue's log held in memory is cut once it is long: snapshot at the
-        applied index (the machine and the live bodies), older entries dropped."""
+        applied index (the machine and the live bodies), older entries dropped. A snapshot
+        copies every live body, so a deep queue is cut only after twice as many entries as
+        it holds messages: each entry then costs at most half a body copy, however deep."""
         if self.host is None or self.quorum is None:
             return
         for gid, q in list(self.quorum.replicas.items()):
             raft = self.host.group(gid)
-            if raft.applied_index - raft.log.first_index() > COMPACT_AFTER_ENTRIES:
-                fut = self.host.compact(gid, q.snapshot())
-                fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+            logged = raft.applied_index - raft.log.first_index()
+            if logged > max(COMPACT_AFTER_ENTRIES, 2 * len(q.bodies)):
+                data = q.snapshot()
+                fut = self.host.compact(gid, data)
+                fut.add_done_callback(partial(self._compacted, gid, len(data)))
+
+    def _compacted(self, gid: str, size: int, fut: asyncio.Future) -> None:
+        if not fut.cancelled() and fut.exception() is None:
+            self._snapshots[gid] = (fut.result().segment_id, size)
 
     def _request_checkpoint(self) -> None:
         """The journal wants old segments gone: snapshot the metadata group after them."""
@@ -274,15 +285,33 @@ class App:
             # every group's image is taken now, with no await in between: each matches its
             # group's applied index (see RaftHost.compact)
             images = [(GROUP, self.metalog.snapshot())]
-            if self.quorum is not None:
-                images += [(gid, q.snapshot()) for gid, q in self.quorum.replicas.items()]
+            pinned: list[int] = []  # segments of snapshots not worth rewriting yet
+            replicas = self.quorum.replicas if self.quorum is not None else {}
+            for gid in set(self._snapshots) - set(replicas):
+                del self._snapshots[gid]
+            current = self.journal.wal.current_segment()
+            for gid, q in replicas.items():
+                # A deep queue's snapshot (all its live bodies) is rewritten only once at
+                # least its size of log was written since (whole segments between the two):
+                # rewriting it at every checkpoint would make the log grow by a snapshot per
+                # checkpoint, and each rewrite ask for the next. Until then its last
+                # snapshot's segment stays.
+                seg, size = self._snapshots.get(gid, (-1, 0))
+                if seg >= 0 and (current - seg - 1) * self.segment_bytes_max < size:
+                    pinned.append(seg)
+                else:
+                    images.append((gid, q.snapshot()))
             futures = [self.host.compact(gid, data) for gid, data in images]
             locations = await asyncio.gather(*futures, return_exceptions=True)
             failed = [e for e in locations if isinstance(e, BaseException)]
             if failed:
                 raise failed[0]
+            for (gid, data), loc in zip(images, locations, strict=True):
+                if gid != GROUP:
+                    self._snapshots[gid] = (loc.segment_id, len(data))
             if self.journal is not None:
-                self.journal.checkpoint_segment = min(loc.segment_id for loc in locations)
+                self.journal.checkpoint_segment = min(
+                    [loc.segment_id for loc in locations] + pinned)
         except Exception:
             log.exception("checkpoint of the Raft groups failed")
         finally:
