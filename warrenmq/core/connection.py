@@ -453,7 +453,29 @@ class Connection:
         self.send_method(0, C.Connection.OpenOk())
         self.node.connection_opened(self)
 
-    def _update_secret(self, m) -> None:
+    def _update_secret(self, m: C.Connection.UpdateSecret) -> None:
+        """A client renews its credentials (RabbitMQ's extension, meant for expiring tokens).
+
+        The new secret goes through the check a login goes through, for the connection's
+        user: for an internal user, it must be the current password (so a client whose
+        password was changed may carry on with the new one). RabbitMQ 3.10's internal
+        backend accepts any secret, its credentials never expiring; refusing what would not
+        log in is deliberate. Refused: 530, the connection closes, as RabbitMQ's reader
+        closes it when a backend refuses."""
+        secret = m.new_secret
+        password = secret.decode(errors="replace") if isinstance(secret, bytes) else \
+            str(secret or "")
+        refusal = self.node.authenticate(self.user, password, self.peer)
+        if refusal is not None:
+            log.warning("connection %s: secret update refused for user '%s': %s", self.id,
+                        self.user, refusal)
+            raise AMQPError(NOT_ALLOWED, "New secret was refused by one of the backends",
+                            10, 70)
+        log.info("connection %s: user '%s' updated secret, reason: %s", self.id, self.user,
+                 m.reason)
+        # authorisation from here on is decided afresh, on the user's current permissions
+        self._perm = None
+        self._perm_cache.clear()
         self.send_method(0, C.Connection.UpdateSecretOk())
 
     def block(self, reason: str) -> None:
