@@ -46,6 +46,7 @@ from .exchanges import EXCHANGE_TYPES
 from .message import FLAG_EXPIRATION, FLAG_HEADERS, FLAG_USER_ID, Message, sender_selected
 from .pending import Pending
 from .replicas import policy_replicas
+from .replyto import REPLY_PREFIX, REPLY_TO
 
 if TYPE_CHECKING:
     from ..meta.records import ExchangeRecord, QueueRecord
@@ -60,8 +61,6 @@ log = logging.getLogger("warrenmq.channel")
 Proposing = Generator[Pending, Any, None]
 
 OPEN, CLOSING = "open", "closing"
-REPLY_TO = "amq.rabbitmq.reply-to"
-REPLY_PREFIX = REPLY_TO + "."
 _REPLY_TO_SS = bytes((len(REPLY_TO),)) + REPLY_TO.encode()
 FLAG_REPLY_TO = 0x0200
 
@@ -380,10 +379,8 @@ class Channel:
     def handle_queue_declare(self, m: C.Queue.Declare) -> Proposing:
         name = m.queue
         vhost = self.conn.vhost_name
-        if m.passive and name == REPLY_TO:  # the pseudo-queue exists for every channel
-            if not m.nowait:
-                self.send(codec.make(C.Queue.DeclareOk, queue=name, message_count=0,
-                                     consumer_count=0))
+        if name.startswith(REPLY_TO):
+            yield from self._declare_reply_queue(name, m.nowait)
             return
         if m.passive:
             q = self._queue(name)  # a passive declare does not expand "" to the last queue
@@ -578,15 +575,31 @@ class Channel:
         if tag in self.consumers:
             raise AMQPError(NOT_ALLOWED, f"attempt to reuse consumer tag '{tag}'")
         self.reply_tag = tag
-        self.reply_key = base64.urlsafe_b64encode(os.urandom(18)).decode()
-        self.node.reply_channels[self.reply_key] = self
+        self.reply_key = self.node.reply_channels.register(self)
         if not m.nowait:
             self.send(codec.make(C.Basic.ConsumeOk, consumer_tag=tag))
 
     def _stop_replies(self) -> None:
         if self.reply_key is not None:
-            self.node.reply_channels.pop(self.reply_key, None)
+            self.node.reply_channels.unregister(self.reply_key)
         self.reply_tag = self.reply_key = None
+
+    def _declare_reply_queue(self, name: str, nowait: bool) -> Proposing:
+        """queue.declare (passive or not) of the pseudo-queue, or of a reply address to
+        learn whether its requester is still there: RabbitMQ answers 0 messages and 1
+        consumer, or 404 once the requester's channel is gone; no permission is checked."""
+        if name == REPLY_TO:
+            exists = True
+        elif name.startswith(REPLY_PREFIX):
+            exists = yield self.node.reply_channels.exists(name[len(REPLY_PREFIX):])
+        else:
+            exists = False
+        if not exists:
+            raise AMQPError(NOT_FOUND, f"no {self._resource('queue', name)}")
+        self.last_queue = name
+        if not nowait:
+            self.send(codec.make(C.Queue.DeclareOk, queue=name, message_count=0,
+                                 consumer_count=1))
 
     def deliver_reply(self, msg: Message) -> None:
         """A reply published to amq.rabbitmq.reply-to.KEY: straight to the consumer, no
@@ -826,10 +839,12 @@ class Channel:
         """Route and enqueue; True when a full queue refused the message (overflow
         reject-publish), which the publisher learns as a nack."""
         if x.name == "" and msg.routing_key.startswith(REPLY_PREFIX):
-            ch = self.node.reply_channels.get(msg.routing_key[len(REPLY_PREFIX):])
-            if ch is not None and ch.state is OPEN:
-                ch.deliver_reply(msg)
-                return False
+            # a reply goes to its requester's channel, on whichever node, and to no queue:
+            # never refused, and returned when mandatory even if delivered (RabbitMQ 3.10)
+            self.node.reply_channels.route(msg.routing_key[len(REPLY_PREFIX):], msg)
+            if mandatory:
+                self._return_unroutable(msg)
+            return False
         extra_keys = None
         if msg.flags & FLAG_HEADERS and (b"\x02CC" in msg.header or b"\x03BCC" in msg.header):
             msg, extra_keys = sender_selected(msg)
@@ -842,12 +857,15 @@ class Channel:
             if waits and self.confirm:  # kept only when the publisher asked for confirms
                 self._enqueue_waits += waits
         if not taken and mandatory:
-            conn = self.conn
-            conn.write(codec.return_method(self.number, NO_ROUTE, "NO_ROUTE", msg.exchange_ss,
-                                           msg.routing_key_ss))
-            conn.write_many(codec.content_frames(self.number, msg.header, msg.body,
-                                                 conn.frame_max))
+            self._return_unroutable(msg)
         return refused
+
+    def _return_unroutable(self, msg: Message) -> None:
+        conn = self.conn
+        conn.write(codec.return_method(self.number, NO_ROUTE, "NO_ROUTE", msg.exchange_ss,
+                                       msg.routing_key_ss))
+        conn.write_many(codec.content_frames(self.number, msg.header, msg.body,
+                                             conn.frame_max))
 
     def flush_confirms(self) -> None:
         """Confirm everything published so far with one (possibly multiple) ack: at once, or

@@ -32,6 +32,7 @@ from .metalog import LocalMetaLog, MetaLog
 from .pending import Pending
 from .queue_settings import apply_queue_settings
 from .remote import home_down_error, is_remote_classic
+from .replyto import ReplyTo
 
 if TYPE_CHECKING:
     from ..meta.records import ExchangeRecord, QueueRecord
@@ -57,7 +58,7 @@ class Node:
         self.alarms: set[str] = set()  # resource alarms in force: "memory", "disk"
         self.now_ms = 0.0  # wall-clock milliseconds, set by the shell before each input
         self.timed: set[ClassicQueue] = set()  # queues with TTL or expiry to run
-        self.reply_channels: dict[str, Channel] = {}  # direct reply-to key -> channel
+        self.reply_channels = ReplyTo(self)  # direct reply-to keys of this node's channels
         self.msgs_published = 0  # basic.publish accepted (management's publish rate)
         self.name = config.nodename
         self.meta_log: MetaLog = LocalMetaLog()

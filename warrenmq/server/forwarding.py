@@ -14,7 +14,10 @@ nodes: `RemoteQueue`, `Remotes`) and `core/home.py` (other nodes using this node
 - once a second: queue figures to every peer (changes only), calls past their deadline fail,
   proxies are reconciled with the metadata (which a snapshot may have replaced);
 - when a link to a peer is over its high-water mark, deliveries to that peer wait until it
-  drains.
+  drains;
+- direct reply-to (`core/replyto.py`): a reply published here for a requester on another
+  node is an item in that node's outbox, so replies keep their order, and questions whether
+  a requester is still there travel the same way.
 
 And, as RabbitMQ 3.10 does on a node's going down (rabbit_amqqueue:on_node_down), the
 metadata leader deletes the non-durable and exclusive classic queues of a node whose link
@@ -33,6 +36,7 @@ from ..cluster.links import PeerLinks, PeerUnavailable, same_node
 from ..core.home import HOME_KINDS, Home
 from ..core.pending import Pending
 from ..core.remote import KIND, Outbox, Remotes
+from ..core.replyto import ITEM_KINDS as REPLY_KINDS
 from .metalog import GROUP
 
 if TYPE_CHECKING:
@@ -54,6 +58,9 @@ class Forwarding:
         # set before the metadata is replayed, so every queue of another node gets its proxy
         node.on_remote_queue = self.remotes.declared
         node.on_queue_gone.append(self.home.queue_gone)
+        self.replies = node.reply_channels
+        self.replies.send = self._post_to_node
+        self._peer_names: dict[str, str] = {}  # node name -> the name its link goes by
         links.on(KIND, self._received)
         links.on_peer_up(self._peer_up)
         links.on_peer_down(self._peer_down)
@@ -91,6 +98,24 @@ class Forwarding:
                     self._lost(peer)
                     break
 
+    def _post_to_node(self, name: str, item: list, size: int) -> str | None:
+        """Post `item` to the node called `name` (however its link spells the name); the
+        peer it went to, or None when no link to such a node is up."""
+        peer = self._peer_names.get(name)
+        if peer is None:
+            known = self.links.known()
+            peer = name if name in known else next(
+                (p for p in known if same_node(p, name)), None)
+            if peer is None:
+                return None
+            if len(self._peer_names) > 1000:  # names come from keys clients publish to
+                self._peer_names.clear()
+            self._peer_names[name] = peer
+        if not self.links.connected(peer):
+            return None
+        self.outbox.post(peer, item, size)
+        return peer
+
     # -- in ---------------------------------------------------------------------------------------
     def _received(self, peer: str, items: Any) -> None:
         node = self.app.node
@@ -100,6 +125,8 @@ class Forwarding:
             try:
                 if item[0] in HOME_KINDS:
                     home.handle(peer, item)
+                elif item[0] in REPLY_KINDS:
+                    self.replies.handle(peer, item)
                 else:
                     remotes.handle(peer, item)
             except Exception:  # one bad item must not lose the rest of the batch
@@ -124,6 +151,7 @@ class Forwarding:
         self.outbox.take(peer)
         self.remotes.peer_down(peer)
         self.home.peer_down(peer)
+        self.replies.peer_down(peer)
         self.app.schedule_flush()
 
     def _full(self, peer: str) -> None:
@@ -171,6 +199,7 @@ class Forwarding:
             await asyncio.sleep(TICK_S)
             try:
                 self.remotes.expire()
+                self.replies.expire()
                 self.remotes.reconcile()
                 self._delete_transient()
                 self.home.stats(sorted(self.links.peers_up()))
