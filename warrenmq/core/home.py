@@ -27,23 +27,29 @@ from ..amqp.constants import ACCESS_REFUSED, INTERNAL_ERROR, NOT_FOUND, PRECONDI
 from ..amqp.errors import AMQPError
 from .consumer import Consumer
 from .message import Message
+from .pending import Pending
 from .remote import ACK, REJECT, REQUEUE, Outbox
 
 if TYPE_CHECKING:
     from ..queues.classic import ClassicQueue
     from .node import Node
-    from .pending import Pending
 
+
+
+# the queue types other nodes may use through this one: a classic queue homed here, and a
+# replicated queue (its type_name is "quorum") of which this node holds a replica
+_SERVED = frozenset(("classic", "quorum"))
 
 
 class Session:
-    __slots__ = ("peer", "cid", "queue", "consumer", "out")
+    __slots__ = ("peer", "cid", "queue", "consumer", "proxy", "out")
 
     def __init__(self, peer: str, cid: str, queue: ClassicQueue) -> None:
         self.peer = peer
         self.cid = cid
         self.queue = queue
-        self.consumer: ProxyConsumer | None = None
+        self.consumer: ProxyConsumer | None = None  # while it consumes
+        self.proxy: ProxyConsumer | None = None  # the consumer it had, even once cancelled
         self.out: dict[int, tuple] = {}  # seq -> entry sent and not settled
 
 
@@ -87,6 +93,16 @@ class ProxyChannel:
     @property
     def deliverable(self) -> bool:
         return self.home.can_send(self.peer)
+
+    @property
+    def unacked(self) -> dict:
+        """What the node's clients hold, as a channel's `unacked` (a replicated queue's
+        cancel leaves these with the consumer; it returns the rest)."""
+        return {(s.cid, seq): (s.queue, entry, s.proxy)
+                for s in self.home.sessions.get(self.peer, {}).values()
+                for seq, entry in s.out.items()}
+
+    tx_ops: tuple = ()  # transactions are the consumer's node's business
 
     def deliver(self, consumer: ProxyConsumer, queue: ClassicQueue, entry: tuple) -> None:
         self.home.deliver(self.peer, consumer, queue, entry)
@@ -132,7 +148,7 @@ class Home:
     def _queue(self, target: list) -> ClassicQueue | None:
         vhost, name, qid = target
         q = self.node.live_queue(vhost, name)
-        if q is None or q.type_name != "classic" or q.record.id != qid or q.deleted:
+        if q is None or q.type_name not in _SERVED or q.record.id != qid or q.deleted:
             return None
         return q
 
@@ -155,10 +171,28 @@ class Home:
         msg = Message(exchange, routing_key, ex_ss, rk_ss, header, body)
         msg.published_ms = published_ms
         msg.ttl_ms = ttl_ms
-        refused, needs_sync, _waits, _taken = self.node.enqueue(msg, queues)
+        refused, needs_sync, waits, _taken = self.node.enqueue(msg, queues)
         if needs_sync:
             self._sync = True
-        (self._refused if refused else self._ok).append(ref)
+        if refused or not waits:
+            (self._refused if refused else self._ok).append(ref)
+            return
+        # a replicated queue's copy is confirmed once committed (each wait resolves True)
+        left = [len(waits)]
+
+        def one(p: Pending) -> None:
+            if left[0] <= 0:
+                return
+            if p.error is not None or not p.value:
+                left[0] = 0
+                self.outbox.post(peer, ["conf", [], [ref]])
+                return
+            left[0] -= 1
+            if left[0] == 0:
+                self.outbox.post(peer, ["conf", [ref], []])
+
+        for p in waits:
+            p.on_done(one)
 
     # -- consumers ----------------------------------------------------------------------------
     def _consume(self, peer: str, item: list) -> None:
@@ -178,12 +212,33 @@ class Home:
                                  bool(exclusive), 0, {"x-priority": priority} if priority else {})
         consumer.credit = credit
         s = self._session(peer, cid, q)
-        s.consumer = consumer
+        s.consumer = s.proxy = consumer
         consumer.session = s
         ch.consumers[cid] = consumer
         q.last_used_ms = self.node.now_ms
-        self._reply(peer, ref, None)  # before the first delivery
-        q.add_consumer(consumer)
+        if q.type_name == "classic":
+            self._reply(peer, ref, None)  # before the first delivery
+            q.add_consumer(consumer)
+            return
+        # A replicated queue's machine enforces the prefetch itself: the consumer may hold
+        # what its node grants at first (its prefetch, or a window without one); the answer
+        # goes once the checkout is committed, before any delivery it causes is applied.
+        consumer.prefetch = credit
+
+        def added(p: Pending) -> None:
+            if p.error is None:
+                self._reply(peer, ref, None)
+                return
+            self._drop(peer, cid)
+            error = p.error if isinstance(p.error, AMQPError) else \
+                AMQPError(INTERNAL_ERROR, str(p.error))
+            self._refuse(peer, ref, error)
+
+        try:
+            q.add_consumer(consumer).on_done(added)
+        except AMQPError as e:
+            self._drop(peer, cid)
+            self._refuse(peer, ref, e)
 
     def _credit(self, peer: str, item: list) -> None:
         _, cid, n = item
@@ -289,7 +344,20 @@ class Home:
             self._refuse(peer, ref, self._missing(target))
             return
         q.last_used_ms = self.node.now_ms
-        entry = q.take()
+        if q.type_name == "classic":
+            self._got(peer, ref, cid, q, q.take())
+            return
+
+        def taken(p: Pending) -> None:  # a replicated queue's dequeue, once committed
+            if p.error is None:
+                self._got(peer, ref, cid, q, p.value)
+            else:
+                self._refuse(peer, ref, p.error if isinstance(p.error, AMQPError)
+                             else AMQPError(INTERNAL_ERROR, str(p.error)))
+
+        q.take().on_done(taken)
+
+    def _got(self, peer: str, ref: int, cid: str, q: ClassicQueue, entry: tuple | None) -> None:
         if entry is None:
             self._reply(peer, ref, [None, q.message_count])
             return
@@ -314,7 +382,20 @@ class Home:
         if q is None:
             self._refuse(peer, ref, self._missing(target))
             return
-        self._reply(peer, ref, q.purge())
+        purged = q.purge()
+        if not isinstance(purged, Pending):
+            self._reply(peer, ref, purged)
+            return
+
+        def done(p: Pending) -> None:  # a replicated queue's purge, once committed
+            if p.error is None:
+                reply = p.value
+                self._reply(peer, ref, reply[1] if isinstance(reply, list | tuple) else reply)
+            else:
+                self._refuse(peer, ref, p.error if isinstance(p.error, AMQPError)
+                             else AMQPError(INTERNAL_ERROR, str(p.error)))
+
+        purged.on_done(done)
 
     def _delete(self, peer: str, item: list) -> None:
         _, ref, target, if_unused, if_empty = item
@@ -373,7 +454,7 @@ class Home:
         current: dict[str, list] = {}
         for vhost, queues in self.node.queues.items():
             for q in queues.values():
-                if q.type_name == "classic":
+                if q.type_name in _SERVED:
                     current[q.record.id] = [vhost, q.name, q.record.id, q.message_count,
                                             q.unacked, len(q.consumers), q.ready_bytes,
                                             q.published, q.delivered, q.acked]

@@ -146,6 +146,8 @@ class Node:
                 if record.members:  # replicated: quorum, or classic under an ha-* policy
                     if self.on_quorum_created is not None:
                         self.on_quorum_created(record)  # the shell hosts its Raft group
+                    if self.name not in record.members and self.on_remote_queue is not None:
+                        self.on_remote_queue(record)  # no replica here: used through one
                 elif not record.node or record.node == self.name:
                     self.create_live_queue(record)  # a classic queue lives where declared
                 elif self.on_remote_queue is not None:
@@ -160,6 +162,8 @@ class Node:
             elif kind == "queue.members":
                 if self.on_quorum_created is not None:
                     self.on_quorum_created(record)  # the shell adds or drops its replica
+                if self.on_remote_queue is not None:
+                    self.on_remote_queue(record)  # and the proxy, where there is no replica
             elif kind == "queue.deleted":
                 q = self.queues.get(record.vhost, {}).pop(record.name, None)
                 if q is not None:

@@ -1,4 +1,4 @@
-"""Classic queues homed on another node, as this node uses them; sans I/O.
+"""Queues served by another node, as this node uses them; sans I/O.
 
 Theory of operation. A classic queue lives on one node, its home (`QueueRecord.node`). Every
 other node keeps a `RemoteQueue` for it in `Node.queues` while the home is reachable, so
@@ -6,6 +6,12 @@ routing, channels and listings find it under its name like any queue. While the 
 unreachable the proxy is taken out ("detached"): the queue is then unroutable and using it is
 refused as RabbitMQ 3.10 refuses it (404 "home node '...' of durable queue '...' is down or
 inaccessible", see `home_down_error`); it is put back when the home returns.
+
+A replicated queue (quorum, or classic under an ha-* policy) with no replica on this node is
+used the same way, its home being one of its members (`Remotes.home_for`): that member's
+replica takes the calls as it takes its local channels' (its proposals reach the group's
+leader wherever it is). When that member goes away another one serves at once: consumers get
+a basic.cancel (consumer_cancel_notify) and consume again, in-flight publishes are nacked.
 
 The channel makes of a RemoteQueue the calls it makes of any queue (enqueue, add/remove
 consumer, settle, requeue, take, purge, dispatch). Each becomes an *item* in the home's
@@ -75,6 +81,14 @@ def is_remote_classic(record: QueueRecord, me: str) -> bool:
     """A classic queue (not replicated) that lives on another node."""
     return (record.type == "classic" and not record.members and bool(record.node)
             and record.node != me)
+
+
+def is_remote(record: QueueRecord, me: str) -> bool:
+    """A queue used from this node through another: a classic queue of another node, or a
+    replicated queue with no replica here (its members serve it, see `Remotes.home_for`)."""
+    if record.members:
+        return me not in record.members
+    return is_remote_classic(record, me)
 
 
 class Outbox:
@@ -248,6 +262,10 @@ class RemoteQueue:
         return False
 
     def down_error(self) -> AMQPError:
+        if self.record.members:
+            return AMQPError(NOT_FOUND, f"node '{self.home}' serving replicated queue "
+                             f"'{self.name}' in vhost '{self.vhost}' from this node is down or "
+                             "inaccessible; another member serves it from now on")
         return home_down_error(self.record)
 
     # -- publishing ---------------------------------------------------------------------------
@@ -501,12 +519,34 @@ class Remotes:
         return p
 
     # -- the queues of other nodes ------------------------------------------------------------
+    def home_for(self, record: QueueRecord, current: str = "") -> str:
+        """The node that serves this node's use of the queue: a classic queue's own node; for
+        a replicated queue, a member whose link is up (the current one while it stays up,
+        else the declaring node if it is a member, else the first): its replica proposes to
+        the group's leader wherever that is, so any member will do."""
+        members = list(record.members)
+        if not members:
+            return record.node
+        if current in members and self.connected(current):
+            return current
+        if record.node in members:
+            members.remove(record.node)
+            members.insert(0, record.node)
+        return next((m for m in members if self.connected(m)), members[0])
+
     def declared(self, record: QueueRecord) -> None:
-        """A classic queue of another node was created: proxy it (usable if its home is up)."""
+        """A queue served by another node was created: proxy it (usable while it is up)."""
         old = self.queues.get((record.vhost, record.name))
+        remote = is_remote(record, self.node.name)
+        if old is not None and remote and old.record.id == record.id:
+            self._refresh(old, record)  # e.g. its members changed: consumers stay if they can
+            return
         if old is not None:
             self._drop(old)
+        if not remote:
+            return
         q = RemoteQueue(record, self)
+        q.home = self.home_for(record)
         self.queues[(record.vhost, record.name)] = q
         if self.connected(q.home):
             q.attach()
@@ -518,7 +558,7 @@ class Remotes:
         seen = set()
         for vhost in self.node.meta.vhosts.values():
             for record in vhost.queues.values():
-                if not is_remote_classic(record, me):
+                if not is_remote(record, me):
                     continue
                 key = (vhost.name, record.name)
                 seen.add(key)
@@ -529,14 +569,21 @@ class Remotes:
                 if q is None:
                     self.declared(record)
                     continue
-                q.record = record
-                up = self.connected(q.home)
-                if up and not q.attached:
-                    q.attach()
-                elif not up and q.attached:
-                    q.detach()
+                self._refresh(q, record)
         for key in [k for k in self.queues if k not in seen]:
             self._drop(self.queues[key])
+
+    def _refresh(self, q: RemoteQueue, record: QueueRecord) -> None:
+        q.record = record
+        home = self.home_for(record, q.home)
+        if home != q.home:  # a replicated queue's member went away: another one serves
+            q.detach()
+            q.home = home
+        up = self.connected(q.home)
+        if up and not q.attached:
+            q.attach()
+        elif not up and q.attached:
+            q.detach()
 
     def _drop(self, q: RemoteQueue) -> None:
         if q.attached:
@@ -554,6 +601,7 @@ class Remotes:
         calls = self.calls.pop(peer, {})
         for call in calls.values():
             call.pending.fail(call.queue.down_error())
+        self.reconcile()  # replicated queues served by that node: another member serves
 
     def peer_up(self, peer: str) -> None:
         forgotten = self.forgotten.pop(peer, None)
