@@ -11,6 +11,7 @@ from pathlib import Path
 
 from warrenmq.raft import RaftConfig
 from warrenmq.replication import MemoryNetwork, MemoryTransport, RaftHost
+from warrenmq.replication.host import SENT_BEFORE_DURABLE
 from warrenmq.replication.transport import Batch
 from warrenmq.store.wal import WAL
 
@@ -27,15 +28,22 @@ class TurnTransport(MemoryTransport):
         super().__init__(network, node_id)
         self.host: RaftHost | None = None
         self.sent: list[tuple[int, int, int]] = []  # (turn, peer, message count)
-        self.unpersisted_sends = 0  # batches sent while WAL records were not yet durable
+        # batches carrying replies (anything but a leader's appends, heartbeats, snapshots)
+        # sent while records they may acknowledge (entries, term, vote) were not yet durable
+        self.unpersisted_sends = 0
+        self.early_sends = 0  # a leader's messages sent while its own write was in flight
 
     def send(self, peer_node: int, batch: Batch) -> None:
         assert self.host is not None
         self.sent.append((self.host.stats.turns, peer_node, len(batch.messages)))
         wal = self.host.wal
-        # Persist-before-send: every record the host appended is durable by now.
-        if batch.messages and wal._durable < wal._appended:
+        # Persist-before-send, for replies: what they acknowledge is durable by now. A
+        # leader's own messages may leave earlier (Raft thesis 10.2.1).
+        replies = [m for _, m in batch.messages if m.type not in SENT_BEFORE_DURABLE]
+        if replies and wal._durable < self.host.must_be_durable:
             self.unpersisted_sends += 1
+        elif batch.messages and wal._durable < wal.appended:
+            self.early_sends += 1
         super().send(peer_node, batch)
 
 

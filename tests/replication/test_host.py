@@ -82,9 +82,11 @@ async def test_fifty_groups_share_one_batch_per_peer_per_turn(cluster: Cluster) 
             lambda n=n: all(len(cluster.data(n, g)) == 4 for g in groups),
             f"node {n} applied 4 commands in each of the 50 groups",
         )
-    # Persist-before-send, with the Readys of many groups in each WAL batch.
+    # Persist-before-send for replies, with the Readys of many groups in each WAL batch; the
+    # leader's appends went out while its own writes were in flight.
     assert leader.stats.records > 2 * leader.stats.wal_batches
     assert all(t.unpersisted_sends == 0 for t in cluster.transports.values())
+    assert cluster.transports[1].early_sends > 0
 
 
 async def test_idle_groups_are_not_ticked(cluster: Cluster) -> None:

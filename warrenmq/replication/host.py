@@ -4,13 +4,17 @@ Theory of operation. One loop turn:
 1. tick, if the tick interval has passed: only the *awake* groups are ticked (see below),
    and every known peer node is owed a batch this turn (the node-level heartbeat);
 2. step the messages that arrived since the last turn into their groups;
-3. take the Ready of every dirty group; append all their entries, hard states and
-   snapshots to the node's one WAL as one batch of records, and wait once for it to be
-   durable;
-4. only then send: the messages of every group for one peer go in ONE batch;
+3. take the Ready of every dirty group (proposals of the turn are broadcast first, so a
+   follower gets them in one append); append all their entries, hard states and snapshots
+   to the node's one WAL as one batch of records; a leader's appends, heartbeats and
+   snapshots leave now, while the write is in flight (Raft thesis 10.2.1: the leader counts
+   itself only once `advance` runs); wait once for the batch to be durable, unless only
+   commit indexes moved (etcd's MustSync: a commit index need not be synchronous);
+4. only then send the rest (replies, votes): the messages of every group for one peer go
+   in one batch;
 5. apply committed entries through each group's `apply(index, data)`, resolve the
    proposals they answer, and `advance` every Ready.
-Persist-before-send holds because step 4 starts after step 3's durable callback.
+Persist-before-reply holds because step 4 starts after step 3's durable callback.
 
 Idle groups cost nothing per tick. The Raft core heartbeats from every leader on every
 tick; the host does not tick a group that is *quiet*:
@@ -198,6 +202,9 @@ class RaftHost:
         self._awake: set[_Group] = set()
         self._dirty: set[_Group] = set()
         self._unsent: set[_Group] = set()  # proposals not yet broadcast (one append per turn)
+        # WAL records (a count) that must be durable before a reply leaves: entries, terms,
+        # votes and snapshots appended so far (a check for tests; see _handle_readies)
+        self.must_be_durable = 0
         self._inbox: list[Batch] = []
         self._tick_no = 0
         self._heard: dict[int, int] = {}  # peer -> tick number it was last heard at
@@ -616,18 +623,32 @@ class RaftHost:
         self._dirty.clear()
         # 1. persist: one append for every group's records, one wait for durability.
         recs: list[tuple[int, bytes]] = []
+        must_wait = False
         for g, rd in work:
             if rd.snapshot is not None:
                 recs.append((records.RAFT_SNAPSHOT, records.encode_snapshot(g.id, rd.snapshot)))
+                must_wait = True
             if rd.entries:
                 recs.append((records.RAFT_ENTRIES, records.encode_entries(g.id, rd.entries)))
-            if rd.hard_state is not None:
-                recs.append(
-                    (records.RAFT_HARD_STATE, records.encode_hard_state(g.id, rd.hard_state))
-                )
+                must_wait = True
+            hs = rd.hard_state
+            if hs is not None:
+                recs.append((records.RAFT_HARD_STATE, records.encode_hard_state(g.id, hs)))
+                was = g.storage.hard_state
+                must_wait = must_wait or hs.term != was.term or hs.vote != was.vote
         sent_early: set[int] = set()
-        if recs:
+        if recs and not must_wait:
+            # Only commit indexes moved: nothing sent or applied this turn relies on them
+            # being on disk (a commit index lost in a crash is learnt again from the
+            # leader, or re-established by a new one), so the turn does not wait for them;
+            # the WAL makes them durable with its next fsync (etcd's raft.MustSync draws the
+            # same line: only entries, term and vote need a synchronous write).
             self.wal.append_many(recs)
+            self.stats.wal_batches += 1
+            self.stats.records += len(recs)
+        elif recs:
+            self.wal.append_many(recs)
+            self.must_be_durable = self.wal.appended
             self.stats.wal_batches += 1
             self.stats.records += len(recs)
             # A leader's appends and heartbeats go out while its own write is in flight

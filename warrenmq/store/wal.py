@@ -392,6 +392,11 @@ class WAL:
         """Ids of the live segments, oldest first (the current one last)."""
         return [*sorted(self._segments), self._tail_segment]
 
+    @property
+    def appended(self) -> int:
+        """Records appended so far (the sequence number of the last one)."""
+        return self._appended
+
     def current_segment(self) -> int:
         """The segment the next append goes to (unless it rotates)."""
         return self._tail_segment
