@@ -2,7 +2,12 @@
 reason a quorum queue has (rejected, expired, maxlen, delivery_limit), the delivery limit and
 the x-delivery-count header (on basic.get, on consumer redeliveries, after a channel closes
 with unacknowledged messages), the order in which TTLs expire, and what a quorum queue does
-not support and how a client learns it."""
+not support and how a client learns it.
+
+One deliberate difference: message priorities. RabbitMQ 3.10 ignores the priority property
+on a quorum queue (FIFO); this broker orders as RabbitMQ 4.0 to 4.2 do (priorities above 4
+first, 2:1 with the others), and the last test here pins both sides of that difference.
+`x-max-priority` is refused by both, as by 4.x."""
 
 from __future__ import annotations
 
@@ -197,10 +202,12 @@ def unsupported_scenario(url: str) -> list:
     ch.confirm_delivery()
     q = names["fallback"]
     try:
-        # reject-publish-dlx is taken and falls back to drop-head; priorities are ignored
+        # reject-publish-dlx is taken and falls back to drop-head; priorities of 4 and less
+        # are all "normal" to RabbitMQ 4.x and to this broker, so FIFO as in 3.10 (above 4:
+        # see test_message_priorities_deliberately_follow_rabbitmq_4_not_3_10)
         ch.queue_declare(q, durable=True, arguments={
             **QUORUM, "x-max-length": 2, "x-overflow": "reject-publish-dlx"})
-        for body, priority in [(b"a", 1), (b"b", None), (b"c", 9)]:
+        for body, priority in [(b"a", 1), (b"b", None), (b"c", 4)]:
             ch.basic_publish("", q, body, pika.BasicProperties(priority=priority))
         trace.append([b.decode() for b in _bodies(ch, q)])
     finally:
@@ -246,3 +253,73 @@ def test_delivery_limit_and_delivery_count_match_rabbitmq(differential, limit):
 
 def test_what_quorum_queues_refuse_or_ignore_matches_rabbitmq(differential):
     differential(unsupported_scenario)
+
+
+def priority_scenario(url: str) -> list:
+    """Messages with priorities on both sides of 4 in a quorum queue (with a delivery limit,
+    so that a requeued message comes back first in both): what basic.get takes first, and
+    the order of the rest once that one is requeued."""
+    names = Names()
+    conn = pika_connection(url)
+    ch = conn.channel()
+    ch.confirm_delivery()
+    q = names["prio"]
+    try:
+        ch.queue_declare(q, durable=True, arguments={**QUORUM, "x-delivery-limit": 5})
+        for body, priority in [(b"n1", 1), (b"n2", None), (b"h1", 9), (b"h2", 5), (b"h3", 7),
+                               (b"n3", 0)]:
+            ch.basic_publish("", q, body, pika.BasicProperties(priority=priority))
+        method, _, first = ch.basic_get(q)
+        ch.basic_nack(method.delivery_tag, requeue=True)
+        return [first.decode(), [b.decode() for b in _bodies(ch, q)]]
+    finally:
+        ch.queue_delete(q)
+        conn.close()
+
+
+def test_message_priorities_deliberately_follow_rabbitmq_4_not_3_10(broker, rabbitmq):
+    # RabbitMQ 3.10: FIFO whatever the priority property
+    assert priority_scenario(rabbitmq.url()) == ["n1", ["n1", "n2", "h1", "h2", "h3", "n3"]]
+    # this broker, as RabbitMQ 4.x: above 4 is high, two high for one normal (the older
+    # head on normal's turn); the requeued message comes back first
+    assert priority_scenario(broker.url()) == ["h1", ["h1", "h2", "n1", "h3", "n2", "n3"]]
+
+
+def requeue_order_scenario(url: str, limit: int | None) -> list:
+    """A consumer (prefetch 1) requeues its first delivery and acknowledges the others:
+    where the requeued message goes, with and without a delivery limit."""
+    names = Names()
+    conn = pika_connection(url)
+    ch = conn.channel()
+    ch.confirm_delivery()
+    q = names["requeue"]
+    limit_arg = {} if limit is None else {"x-delivery-limit": limit}
+    seen: list = []
+    try:
+        ch.queue_declare(q, durable=True, arguments={**QUORUM, **limit_arg})
+        for i in range(1, 5):
+            ch.basic_publish("", q, f"m{i}".encode())
+
+        def on_message(c, m, p, b) -> None:
+            seen.append([b.decode(), m.redelivered, _norm(names, p.headers)])
+            if len(seen) == 1:
+                c.basic_nack(m.delivery_tag, requeue=True)
+            else:
+                c.basic_ack(m.delivery_tag)
+
+        consumer = conn.channel()
+        consumer.basic_qos(prefetch_count=1)
+        consumer.basic_consume(q, on_message)
+        drain_until(conn, lambda: len(seen) == 5)
+        consumer.close()
+        return seen
+    finally:
+        ch.queue_delete(q)
+        conn.close()
+
+
+@pytest.mark.parametrize("limit", [None, 5])
+def test_where_a_requeued_message_goes_matches_rabbitmq(differential, limit):
+    # without a delivery limit RabbitMQ re-appends it (behind the others), with one it comes
+    # back first (4.x does the same, the re-appended message as normal priority)
+    differential(requeue_order_scenario, limit)

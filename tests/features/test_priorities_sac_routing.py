@@ -1,7 +1,8 @@
 """Priority queues, single active consumer, consumer priorities, alternate exchanges,
 sender-selected distribution (CC/BCC) and direct reply-to, as RabbitMQ documents them, on
-classic and quorum queues alike where RabbitMQ 3.10 has the feature for both (message
-priorities are classic only: see tests/features/test_quorum_queues.py)."""
+classic and quorum queues alike where RabbitMQ has the feature for both (x-max-priority is
+classic only; a quorum queue has RabbitMQ 4.x's two priorities: see
+tests/features/test_quorum_priorities.py)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,16 @@ def test_priority_queue_requeue_keeps_order_within_a_priority(ch):
     ch.basic_nack(tags[1], requeue=True)  # a back first
     ch.basic_nack(tags[0], requeue=True)  # then c
     assert _get_all(ch, q) == [b"c", b"a"]
+
+
+def test_the_priority_property_without_x_max_priority(ch, declare, queue_type):
+    q = declare(ch)
+    for body, prio in [(b"n1", 1), (b"n2", None), (b"h1", 9), (b"h2", 5), (b"h3", 7)]:
+        ch.basic_publish("", q, body, pika.BasicProperties(priority=prio))
+    if queue_type == "classic":  # not a priority queue: FIFO
+        assert _get_all(ch, q) == [b"n1", b"n2", b"h1", b"h2", b"h3"]
+    else:  # RabbitMQ 4.x: above 4 first, two for one normal (the older of the two heads)
+        assert _get_all(ch, q) == [b"h1", b"h2", b"n1", b"h3", b"n2"]
 
 
 def test_single_active_consumer_fails_over_in_order(conn, ch, declare):

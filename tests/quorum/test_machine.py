@@ -97,14 +97,26 @@ def test_settle_takes_several_ids_ignores_unknown_ones_and_moves_the_release_cur
 
 
 def test_a_returned_message_is_redelivered_with_a_new_msg_id_before_later_messages() -> None:
-    q = Log()
+    q = Log(delivery_limit=5)
     q(make_checkout("c1", "ch1", prefetch=1))
     q(enq(1))
     q(enq(2))
     reply, effects = q(make_return("c1", [0]))
     assert reply == ("ok", 1)
-    # back in its place (by Raft index): it comes again before message 2
+    # under a delivery limit it goes first (rabbit_fifo's returns): before message 2
     assert delivered(effects) == {"c1": [(1, 2, True, 1)]}
+
+
+def test_without_a_delivery_limit_a_consumers_requeue_goes_behind_later_messages() -> None:
+    q = Log()
+    q(make_checkout("c1", "ch1", prefetch=1))
+    q(enq(1))
+    q(enq(2))
+    _, effects = q(make_return("c1", [0]))
+    # re-appended, as RabbitMQ does without a delivery limit: message 2 comes first
+    assert delivered(effects) == {"c1": [(1, 3, False, 0)]}
+    _, effects = q(make_settle("c1", [1]))
+    assert delivered(effects) == {"c1": [(2, 2, True, 1)]}
 
 
 def test_returns_over_the_delivery_limit_are_dead_lettered_with_reason_delivery_limit() -> None:
@@ -277,6 +289,11 @@ def test_update_config_applies_a_lower_max_length_at_once() -> None:
     assert reply == ("ok",)
     assert dead(effects) == {"maxlen": [1, 2]}
     reply, _ = q(("update_config", {"max_priority": 5}))
+    assert reply == ("error", PRECONDITION_FAILED, "max_priority is for classic queues only")
+    reply, _ = q(("update_config", {"queue_type": "classic"}))
+    assert reply == ("error", PRECONDITION_FAILED, "queue_type cannot change")
+    classic = Log(queue_type="classic")
+    reply, _ = classic(("update_config", {"queue_type": "classic", "max_priority": 5}))
     assert reply == ("error", PRECONDITION_FAILED, "max_priority cannot change")
 
 
@@ -305,17 +322,8 @@ def test_untracked_enqueues_are_never_deduplicated() -> None:
 
 
 # -- priorities -----------------------------------------------------------------------------------
-def test_without_max_priority_there_are_two_levels_as_in_rabbitmq() -> None:
-    q = Log()
-    for s, p in enumerate([0, 4, 5, 9, 1], start=1):
-        q(enq(s, priority=p))
-    _, effects = q(make_checkout("c1", "ch1"))
-    # 5 and above first (in order), then the rest in order
-    assert [i for _, i, *_ in delivered(effects)["c1"]] == [3, 4, 1, 2, 5]
-
-
 def test_max_priority_gives_one_level_per_priority_and_clamps_above_it() -> None:
-    q = Log(max_priority=3)
+    q = Log(queue_type="classic", max_priority=3)
     for s, p in enumerate([0, 2, 9, 3, 1], start=1):
         q(enq(s, priority=p))
     _, effects = q(make_checkout("c1", "ch1"))

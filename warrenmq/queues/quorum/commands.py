@@ -80,9 +80,11 @@ def _msg_ids(msg_ids: object) -> list[int]:
 def make_enqueue(publisher: str | None, seq: int | None, size_bytes: int, priority: int = 0,
                  ttl_ms: int | None = None, body: object = None) -> Command:
     """A publish. `publisher` + `seq` (from 1, one more per publish) let the machine drop a
-    re-sent duplicate; both None for an untracked enqueue. `ttl_ms` is the message's own TTL
-    (the expiration property); the queue's x-message-ttl is applied by the machine. `body`
-    rides along in the log entry and is ignored by the machine."""
+    re-sent duplicate; both None for an untracked enqueue. `priority` is the message's
+    priority property (0 without one); the queue's type decides what it means (a quorum
+    queue: high above 4; a classic one: its level, up to x-max-priority). `ttl_ms` is the
+    message's own TTL (the expiration property); the queue's x-message-ttl is applied by the
+    machine. `body` rides along in the log entry and is ignored by the machine."""
     if (publisher is None) != (seq is None):
         raise ValueError("publisher and seq go together")
     if publisher is not None:

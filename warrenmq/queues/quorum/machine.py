@@ -9,6 +9,20 @@ under a per-consumer `msg_id`, or (at-least-once dead-lettering) held as a dead 
 leaves the machine by settle, discard, dead-lettering (rejected, expired, maxlen,
 delivery_limit) or purge.
 
+Order. `ready` decides which message goes next, for a delivery, a basic.get, an expiry at
+the head or a drop-head alike. A quorum queue orders as RabbitMQ 4.0 to 4.2 do (state.py's
+FairShareQueue): returned messages first, in the order they came back; then priorities
+above 4 ("high") and the rest ("normal") at 2:1, the older first when it is normal's turn.
+Where a returned message goes follows rabbit_fifo too: a live consumer's requeue (nack,
+reject, recover) to a queue without a delivery limit is re-appended behind every other
+message, as normal priority (RabbitMQ re-appends it to the log); any other return (a
+delivery limit is set, or the consumer is gone: cancelled, its channel or node down, timed
+out) goes first. The commands do not say why a message comes back, so a consumer that is
+cancelled (basic.get's record always is) counts as gone: a basic.get's message nacked with
+requeue goes first, where RabbitMQ puts it at the back. A classic queue under an ha-*
+policy orders as a classic queue: strict levels up to its x-max-priority, a returned
+message back in its place by index.
+
 Dead letters. Under the default at-most-once strategy a dead message leaves at once and the
 `dead_letter` effect asks the leader to republish it, once. Under at-least-once (RabbitMQ
 3.10's `dead-letter-strategy`) it is held in `discards`, still live (its body is kept, the
@@ -46,12 +60,16 @@ from .state import (
     WAITING,
     Consumer,
     Enqueuer,
+    FairShareQueue,
     Msg,
     QueueConfig,
-    ReadyQueue,
+    make_ready,
 )
 
-SNAPSHOT_VERSION = 1
+# 2: a quorum queue's ready messages are dumped as returns + two priority FIFOs + counter;
+# version 1 snapshots (per-level lists) still load
+SNAPSHOT_VERSION = 2
+SNAPSHOT_VERSIONS_READ = (1, 2)
 AT_LEAST_ONCE = "at-least-once"
 # How often held dead letters are named again. RabbitMQ's dead-letter worker retries every
 # 180 s by default; here only messages not already in flight are forwarded again, so a
@@ -81,7 +99,7 @@ class QuorumMachine:
         if not isinstance(config, QueueConfig):
             config = QueueConfig.from_dict(config or {})
         self.config = config
-        self.ready = ReadyQueue(config.levels())
+        self.ready = make_ready(config)
         self.consumers: dict[str, Consumer] = {}
         # competing consumers: one round-robin ring per x-priority, highest priority first
         self.rings: dict[int, deque[str]] = {}
@@ -149,7 +167,7 @@ class QuorumMachine:
         ttls = [t for t in (ttl_ms, config.message_ttl_ms) if t is not None]
         expiry = meta.ts_ms + min(ttls) if ttls else None
         msg = Msg(meta.raft_index, size, priority, expiry)
-        self.ready.append(config.level_of(priority), msg)
+        self.ready.add(msg)
         heapq.heappush(self._live, meta.raft_index)
         self._checkout(meta, out)
         self._drop_over_limit(out)
@@ -190,6 +208,15 @@ class QuorumMachine:
         return self._release(meta, cmd, out, lambda msg: self._gone.add(msg.raft_index))
 
     def _return(self, meta: Meta, cmd: Command, out: _Out) -> Reply:
+        consumer = self.consumers.get(cmd[1])
+        if (consumer is not None and consumer.status != CANCELLED
+                and self.config.delivery_limit is None
+                and isinstance(self.ready, FairShareQueue)):
+            # what a live consumer requeues (nack, reject, recover) to a quorum queue without
+            # a delivery limit goes behind everything else, in msg_id order (see Order)
+            ids = sorted(i for i in cmd[2] if i in consumer.checked_out)
+            return self._release(meta, (cmd[0], cmd[1], ids), out,
+                                 lambda msg: self._requeue(msg, out, meta.raft_index))
         return self._release(meta, cmd, out, lambda msg: self._requeue(msg, out))
 
     def _discard(self, meta: Meta, cmd: Command, out: _Out) -> Reply:
@@ -326,7 +353,7 @@ class QuorumMachine:
             config = QueueConfig.from_dict(cmd[1])
         except (TypeError, ValueError) as e:
             return ("error", PRECONDITION_FAILED, str(e))
-        for fixed in ("max_priority", "single_active_consumer"):
+        for fixed in ("queue_type", "max_priority", "single_active_consumer"):
             if getattr(config, fixed) != getattr(self.config, fixed):
                 # declared once as queue arguments; no policy may change them
                 return ("error", PRECONDITION_FAILED, f"{fixed} cannot change")
@@ -380,13 +407,17 @@ class QuorumMachine:
                     return consumer
         return None
 
-    def _requeue(self, msg: Msg, out: _Out) -> None:
+    def _requeue(self, msg: Msg, out: _Out, at_back: int | None = None) -> None:
+        """A failed delivery comes back: before every ready message, or with `at_back` (the
+        index of the command) behind them all."""
         msg.delivery_count += 1
         limit = self.config.delivery_limit
         if limit is not None and msg.delivery_count > limit:
             self._dead("delivery_limit", msg, out)
+        elif at_back is not None and isinstance(self.ready, FairShareQueue):
+            self.ready.append_back(msg, at_back)
         else:
-            self.ready.requeue(self.config.level_of(msg.priority), msg)
+            self.ready.requeue(msg)
 
     def _return_all(self, consumer: Consumer, out: _Out) -> None:
         for msg, _ in consumer.checked_out.values():
@@ -394,15 +425,8 @@ class QuorumMachine:
         consumer.checked_out.clear()
 
     def _expire_heads(self, now: int, out: _Out) -> None:
-        ready = self.ready
-        if not ready.count:
-            return
-        for level in range(len(ready.fresh)):
-            head = ready.level_head(level)
-            while head is not None and head.expiry_ms is not None and head.expiry_ms < now:
-                ready.level_pop(level)
-                self._dead("expired", head, out)
-                head = ready.level_head(level)
+        for msg in self.ready.take_expired(now):
+            self._dead("expired", msg, out)
 
     def _over_limit(self, extra_count: int, extra_bytes: int) -> bool:
         max_length, max_bytes = self.config.max_length, self.config.max_length_bytes
@@ -529,9 +553,8 @@ class QuorumMachine:
         """When the leader should next propose a tick: the earliest head expiry or consumer
         ack deadline (None: no timer needed). A hint for the shell; `apply` never reads it."""
         times: list[int] = []
-        for level in range(len(self.ready.fresh)):
-            head = self.ready.level_head(level)
-            if head is not None and head.expiry_ms is not None:
+        for head in self.ready.heads():
+            if head.expiry_ms is not None:
                 times.append(head.expiry_ms + 1)
         for c in self.consumers.values():
             timeout = c.timeout_ms if c.timeout_ms is not None else self.config.consumer_timeout_ms
@@ -566,10 +589,15 @@ class QuorumMachine:
 
     @classmethod
     def from_snapshot(cls, data: dict[str, Any]) -> QuorumMachine:
-        if data.get("version") != SNAPSHOT_VERSION:
+        if data.get("version") not in SNAPSHOT_VERSIONS_READ:
             raise ValueError(f"unknown quorum queue snapshot version {data.get('version')!r}")
-        machine = cls(QueueConfig.from_dict(data["config"]))
-        machine.ready = ReadyQueue.load(data["ready"])
+        config = dict(data["config"])
+        if "queue_type" not in config and config.get("max_priority") is not None:
+            # a version 1 snapshot names no type, but only a classic queue had x-max-priority
+            # (the replica fills in the type it was built with: see replica.py's restore)
+            config["queue_type"] = "classic"
+        machine = cls(QueueConfig.from_dict(config))
+        machine.ready.load(data["ready"])
         machine.consumers = {c.id: c for c in map(Consumer.load, data["consumers"])}
         machine.rings = {p: deque(ids) for p, ids in data["rings"]}
         machine.ring_order = [p for p, _ in data["rings"]]

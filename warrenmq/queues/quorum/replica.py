@@ -16,10 +16,17 @@ each dead letter until the leader has had every target queue confirm its copy
 forwarded again when the machine names it again (see machine.py).
 
 What a quorum queue does as RabbitMQ 3.10 does (a classic queue replicated by an ha-* policy
-keeps classic behaviour): no message priorities (FIFO whatever the priority property);
-`x-delivery-count` on redeliveries (the number of failed deliveries: returns, requeues,
-consumers gone) and on every basic.get; no global (channel-wide) QoS, refused at consume with
-540 NOT_IMPLEMENTED; the leader deletes the queue once unused for its x-expires.
+keeps classic behaviour): `x-delivery-count` on redeliveries (the number of failed
+deliveries: returns, requeues, consumers gone) and on every basic.get; no global
+(channel-wide) QoS, refused at consume with 540 NOT_IMPLEMENTED; the leader deletes the
+queue once unused for its x-expires; a message its consumer requeues goes to the back
+without a delivery limit, first with one. One deliberate exception, message priorities,
+follows RabbitMQ 4.x instead of 3.10 (which ignores them): priorities above 4 are served
+first, 2:1 with the others (x-max-priority stays refused at declare, as in 4.x; see
+machine.py's "Order"). A classic queue declared with x-max-priority keeps a classic priority
+queue's order when an ha-* policy replicates it. Every enqueue carries the message's
+priority property; the machine's config (`queue_type`, `max_priority`) decides what it
+means.
 
 Bodies stay in the log entries (the machine holds references); this replica keeps the
 bodies of live messages in memory (`bodies`, by Raft index) and drops them as the machine's
@@ -174,9 +181,7 @@ class QuorumQueue:
 
     def enqueue(self, message: Message) -> Pending:
         self.published += 1
-        # only a queue declared with x-max-priority (a classic one) orders by priority
-        priority = _priority(message) if self.machine.config.max_priority is not None else 0
-        cmd = make_enqueue(None, None, message.size, priority, message.ttl_ms)
+        cmd = make_enqueue(None, None, message.size, _priority(message), message.ttl_ms)
         body = message.body if message.body is not None else b""
         pair = message.exchange_ss + message.routing_key_ss
         return self._submit(cmd, [pair, message.header, bytes(body), message.published_ms])
