@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING
@@ -50,6 +51,8 @@ log = logging.getLogger("warrenmq.quorum")
 
 TIMEOUT_S = 10.0
 TICK_S = 0.25
+PROPOSE_KIND = "quorum.propose"  # a follower's command for the group's leader (one way)
+RESEND_S = 1.0  # a command sent one way and not applied by then is submitted again
 RECONCILE_EVERY = 8  # ticks: replica sets are checked every 2 s
 # A follower this close to the leader's log is in sync: entries in flight to a replicating
 # follower put it a few entries behind without it lacking anything committed long ago.
@@ -70,6 +73,8 @@ class QuorumQueues:
         self._reconciling: set[str] = set()
         self._locks: dict[str, asyncio.Lock] = {}
         self._seen: dict[str, tuple[float, dict]] = {}  # gid -> (monotonic, leader status)
+        # commands sent one way to their leader: (sent at, gid, data, waiting, sent)
+        self._in_flight: deque[tuple[float, str, bytes, Callable[[], bool], Pending]] = deque()
         from .quorum_ops import QueueOps  # it builds on this module
         self.ops = QueueOps(self)
 
@@ -79,6 +84,7 @@ class QuorumQueues:
         cluster = self.app.cluster
         if cluster is not None:
             cluster.links.on_peer_down(self._peer_down)
+            cluster.links.on(PROPOSE_KIND, self._from_follower)
             self.ops.serve(cluster.links)
         # consumers of this node's previous run are gone: return what they held
         for q in list(self.replicas.values()):
@@ -434,9 +440,50 @@ class QuorumQueues:
             # that fails (leadership lost, host stopping) takes the retrying path.
             fut = host.propose(gid, data)
             fut.add_done_callback(partial(self._proposed, gid, data, waiting, sent))
+        elif self._send_to_leader(gid, data):
+            # A follower's command goes one way to the leader, in order with this node's
+            # others (one link), with no task or request per command; one the leader did
+            # not take (it no longer led) is submitted again by the sweep (`_resend`). The
+            # replicas drop a second copy, so sending again is always safe.
+            self._in_flight.append((asyncio.get_running_loop().time(), gid, data, waiting,
+                                    sent))
         else:
             self._spawn(self._submit(gid, data, waiting, sent))
         return sent
+
+    def _send_to_leader(self, gid: str, data: bytes) -> bool:
+        host, cluster = self.app.host, self.app.cluster
+        if host is None or cluster is None or gid not in self.replicas:
+            return False
+        leader = host.leader(gid)
+        if not leader or leader == host.node_id:
+            return False
+        name = cluster.name_of(leader)
+        return name is not None and cluster.links.send(name, PROPOSE_KIND, [gid, data])
+
+    def _from_follower(self, peer: str, payload: list) -> None:  # noqa: ARG002
+        gid, data = payload
+        host = self.app.host
+        if host is None or gid not in self.replicas or not self._leads(gid):
+            return  # the sender submits it again after RESEND_S
+        host.propose(gid, bytes(data)).add_done_callback(
+            lambda f: f.cancelled() or f.exception())
+
+    def _resend(self) -> None:
+        """Commands sent one way and still not applied after RESEND_S take the retrying
+        path (a new leader, a lost link); the applied ones are done."""
+        now = asyncio.get_running_loop().time()
+        flight = self._in_flight
+        while flight:
+            sent_at, gid, data, waiting, sent = flight[0]
+            still = waiting()
+            if still and now - sent_at < RESEND_S:
+                break
+            flight.popleft()
+            if still:
+                self._spawn(self._submit(gid, data, waiting, sent))
+            else:
+                sent.resolve(True)
 
     def _proposed(self, gid: str, data: bytes, waiting: Callable[[], bool], sent: Pending,
                   fut: asyncio.Future) -> None:
@@ -526,6 +573,7 @@ class QuorumQueues:
         while True:
             await asyncio.sleep(TICK_S)
             turns += 1
+            self._resend()
             if turns % RECONCILE_EVERY == 0:
                 self._reconcile_drifted()
                 self._down_departed()
