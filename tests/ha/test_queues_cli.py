@@ -353,6 +353,9 @@ def test_quorum_critical_and_unresponsive_queues_follow_the_nodes_that_are_down(
         assert f"Node {n1.address} reported no quorum queues with minimum quorum" in r.stdout
         r = queues_cli(n1, "--formatter", "json", "check_if_node_is_quorum_critical")
         assert (r.returncode, json.loads(r.stdout)) == (0, {"result": "ok"})
+        api = Api(f"http://127.0.0.1:{n1.ports['mgmt']}")
+        reply = api.get("/api/health/checks/node-is-quorum-critical")
+        assert (reply.status, reply.body) == (200, {"status": "ok"})
         r = n1.ctl("list_unresponsive_queues", "--queue-timeout", "3")
         assert (r.returncode, r.stdout.strip()) == (0, "Listing unresponsive queues for vhost "
                                                       "/ ..."), r.stderr
@@ -372,6 +375,11 @@ def test_quorum_critical_and_unresponsive_queues_follow_the_nodes_that_are_down(
         assert r.returncode == 69 and doc["result"] == "error"
         assert [(x["name"], x["virtual_host"], x["type"]) for x in doc["queues"]] == \
             [("health.q", "/", "quorum")]
+        reply = api.get("/api/health/checks/node-is-quorum-critical")
+        assert reply.status == 503 and reply.body["status"] == "failed"
+        assert "would lose their quorum" in reply.body["reason"]
+        assert [(x["name"], x["virtual_host"]) for x in reply.body["queues"]] == \
+            [("health.q", "/")]
         # a majority is still up: the queue answers (once a new leader is elected, if n3 led)
         wait_for(lambda: listing(n1, "list_unresponsive_queues", "--queue-timeout", "3") == [],
                  SETTLE_S, 0.2, "health.q responsive with two of three members")

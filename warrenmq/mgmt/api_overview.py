@@ -17,8 +17,10 @@ from pamqp import commands as C
 
 from .. import __version__
 from ..amqp import codec
+from ..cluster.control import CommandError
 from ..core.exchanges import EXCHANGE_TYPES
 from ..server.metalog import finish
+from ..server.replica_commands import queues_quorum_critical
 from . import plugins
 from .direct import DirectSession
 from .http import ApiError, bad_request, json_response, not_found
@@ -306,6 +308,15 @@ async def health_vhosts(call: Call) -> web.Response:
 
 @route("GET", "/api/health/checks/node-is-quorum-critical")
 async def health_quorum_critical(call: Call) -> web.Response:
+    """503 naming the replicated queues that would lose their majority if this node
+    stopped (`warren-queues check_if_node_is_quorum_critical`'s check), as RabbitMQ's."""
+    try:
+        queues = (await queues_quorum_critical(call.ctx.rt, {}))["queues"]
+    except CommandError as e:
+        raise _failed(str(e)) from None
+    if queues:
+        raise _failed("There are quorum queues that would lose their quorum if the target "
+                      "node is shut down", queues=queues)
     return json_response({"status": "ok"})
 
 
