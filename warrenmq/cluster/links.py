@@ -163,6 +163,9 @@ class _Link:
         self.flush_scheduled = False
         if self.closed or not self.out:
             return
+        if self.writer.is_closing():  # lost this turn; the reader is about to close the link
+            self.out, self.out_bytes = [], 0
+            return
         out, self.out, self.out_bytes = self.out, [], 0
         self.writer.writelines(out)
         self.writes += 1

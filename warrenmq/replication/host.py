@@ -529,10 +529,18 @@ class RaftHost:
         except WALError:
             # Nothing more may be acknowledged on a node whose log failed.
             log.exception("node %s: the WAL failed; the Raft host stops", self.node_id)
-            self._stopping = True
-            self.transport.unbind(self.node_id)
-            for g in self._groups.values():
-                self._fail_pending(g, HostStopped(f"node {self.node_id}: WAL failed"))
+            self._halt("WAL failed")
+        except Exception:
+            # A bug must not leave the node looking alive with every group frozen: say so
+            # loudly and stop, so that peers elect elsewhere and waiting callers fail.
+            log.exception("node %s: the Raft host failed and stops", self.node_id)
+            self._halt("Raft host failed")
+
+    def _halt(self, why: str) -> None:
+        self._stopping = True
+        self.transport.unbind(self.node_id)
+        for g in self._groups.values():
+            self._fail_pending(g, HostStopped(f"node {self.node_id}: {why}"))
 
     def _tick(self) -> None:
         self._tick_no += 1
@@ -702,7 +710,12 @@ class RaftHost:
     def _send_batches(self, out: dict[int, list[tuple[str, Message]]]) -> None:
         for peer in sorted(out):
             msgs = out[peer]
-            self.transport.send(peer, Batch(self.node_id, self.incarnation, tuple(msgs)))
+            try:
+                self.transport.send(peer, Batch(self.node_id, self.incarnation, tuple(msgs)))
+            except Exception:  # Raft sends again; one batch must not stop every group
+                log.exception("node %s: a batch of %d messages for node %s was not sent",
+                              self.node_id, len(msgs), peer)
+                continue
             self.stats.batches_sent += 1
             self.stats.messages_sent += len(msgs)
 

@@ -24,7 +24,7 @@ from ..amqp.constants import CONNECTION_FORCED
 from ..amqp.errors import AMQPError
 from ..config import Config
 from ..core.node import Node
-from ..replication.host import RaftHost
+from ..replication.host import RaftHost, UnknownGroup
 from ..replication.records import RECORD_KINDS
 from ..store.journal import WalJournal
 from . import identity
@@ -303,15 +303,18 @@ class App:
                     images.append((gid, q.snapshot()))
             futures = [self.host.compact(gid, data) for gid, data in images]
             locations = await asyncio.gather(*futures, return_exceptions=True)
-            failed = [e for e in locations if isinstance(e, BaseException)]
+            # a queue deleted meanwhile has no group left, and no records to keep
+            done = [(gid, data, loc) for (gid, data), loc in zip(images, locations, strict=True)
+                    if not isinstance(loc, UnknownGroup)]
+            failed = [loc for _, _, loc in done if isinstance(loc, BaseException)]
             if failed:
                 raise failed[0]
-            for (gid, data), loc in zip(images, locations, strict=True):
+            for gid, data, loc in done:
                 if gid != GROUP:
                     self._snapshots[gid] = (loc.segment_id, len(data))
             if self.journal is not None:
                 self.journal.checkpoint_segment = min(
-                    [loc.segment_id for loc in locations] + pinned)
+                    [loc.segment_id for _, _, loc in done] + pinned)
         except Exception:
             log.exception("checkpoint of the Raft groups failed")
         finally:
