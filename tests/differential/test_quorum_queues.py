@@ -202,11 +202,11 @@ def unsupported_scenario(url: str) -> list:
     ch.confirm_delivery()
     q = names["fallback"]
     try:
-        # reject-publish-dlx is taken and falls back to drop-head; priorities of 4 and less
-        # are all "normal" to RabbitMQ 4.x and to this broker, so FIFO as in 3.10 (above 4:
-        # see test_message_priorities_deliberately_follow_rabbitmq_4_not_3_10)
-        ch.queue_declare(q, durable=True, arguments={
-            **QUORUM, "x-max-length": 2, "x-overflow": "reject-publish-dlx"})
+        # drop-head; priorities of 4 and less are all "normal" to RabbitMQ 4.x and to this
+        # broker, so FIFO as in 3.10 (above 4: see
+        # test_message_priorities_deliberately_follow_rabbitmq_4_not_3_10; reject-publish-dlx:
+        # see test_reject_publish_dlx_deliberately_honoured_unlike_rabbitmq_3_10)
+        ch.queue_declare(q, durable=True, arguments={**QUORUM, "x-max-length": 2})
         for body, priority in [(b"a", 1), (b"b", None), (b"c", 4)]:
             ch.basic_publish("", q, body, pika.BasicProperties(priority=priority))
         trace.append([b.decode() for b in _bodies(ch, q)])
@@ -323,3 +323,41 @@ def test_where_a_requeued_message_goes_matches_rabbitmq(differential, limit):
     # without a delivery limit RabbitMQ re-appends it (behind the others), with one it comes
     # back first (4.x does the same, the re-appended message as normal priority)
     differential(requeue_order_scenario, limit)
+
+
+def reject_publish_dlx_scenario(url: str) -> list:
+    """A quorum queue declared with `x-overflow: reject-publish-dlx`, max length 1, and a
+    dead-letter queue: what a confirmed publisher is told, what each queue holds."""
+    names = Names()
+    conn = pika_connection(url)
+    ch = conn.channel()
+    ch.confirm_delivery()
+    q, dead = names["full"], names["dead"]
+    try:
+        ch.queue_declare(dead)
+        ch.queue_declare(q, durable=True, arguments={
+            **QUORUM, "x-max-length": 1, "x-overflow": "reject-publish-dlx",
+            "x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead})
+        told = []
+        for body in (b"first", b"second"):
+            try:
+                ch.basic_publish("", q, body)
+                told.append("ack")
+            except pika.exceptions.NackError:
+                told.append("nack")
+        drain_until(conn, lambda: ch.queue_declare(dead, passive=True).method.message_count
+                    >= 1)
+        return [told, [b.decode() for b in _bodies(ch, q)],
+                [b.decode() for b in _bodies(ch, dead)]]
+    finally:
+        ch.queue_delete(q)
+        ch.queue_delete(dead)
+        conn.close()
+
+
+def test_reject_publish_dlx_deliberately_honoured_unlike_rabbitmq_3_10(broker, rabbitmq):
+    # RabbitMQ 3.10 takes the argument and acts as drop-head: the oldest message goes
+    assert reject_publish_dlx_scenario(rabbitmq.url()) == [["ack", "ack"], ["second"], ["first"]]
+    # this broker does what the argument asks, as for a classic queue: the new one is refused
+    # (nacked) and dead-lettered, the queue keeps what it had
+    assert reject_publish_dlx_scenario(broker.url()) == [["ack", "nack"], ["first"], ["second"]]

@@ -65,10 +65,13 @@ def test_classic_queues_are_at_most_once_and_keep_their_priorities() -> None:
 
 
 def test_what_a_quorum_queue_cannot_use_is_ignored_never_refused() -> None:
-    config = config_from({**QQ, "x-overflow": "reject-publish-dlx", "x-max-priority": 3,
+    config = config_from({**QQ, "x-max-priority": 3,
                           "x-delivery-limit": "x", "x-single-active-consumer": "yes"}, {})
     assert (config.overflow, config.max_priority, config.delivery_limit,
             config.single_active_consumer) == ("drop-head", None, None, False)
+    # deliberately unlike 3.10 (which falls back to drop-head): reject-publish-dlx is honoured
+    assert config_from({**QQ, "x-overflow": "reject-publish-dlx"}, {}, "quorum").overflow == \
+        "reject-publish-dlx"
     # a negative delivery limit acts as 0, as in RabbitMQ
     assert config_from({**QQ, "x-delivery-limit": -1}, {}).delivery_limit == 0
 

@@ -10,10 +10,12 @@ raises: by the time it runs the queue exists, and every replica must build the s
 
 How arguments and policy combine (RabbitMQ 3.10, quorum queues): limits and TTLs take the
 smaller of the two; the dead-letter exchange and routing key take the argument first;
-`overflow` and `dead-letter-strategy` take the policy first. A quorum queue has no
-`reject-publish-dlx` (3.10 falls back to `drop-head`); `at-least-once` dead-lettering is in
-force only with a dead-letter exchange and the `reject-publish` overflow, otherwise it is
-at-most-once. A classic queue replicated by an ha-* policy runs the same machine with
+`overflow` and `dead-letter-strategy` take the policy first. `at-least-once` dead-lettering
+is in force only with a dead-letter exchange and the `reject-publish` overflow, otherwise it
+is at-most-once. Deliberately unlike 3.10, a quorum queue honours `reject-publish-dlx` (the
+refused message is nacked and dead-lettered with reason `maxlen`, as a classic queue does):
+3.10 takes the argument and silently drops the oldest message instead (`drop-head`), which
+loses what the application asked to keep. A classic queue replicated by an ha-* policy runs the same machine with
 classic rules: argument first, every overflow mode, x-max-priority, classic ordering.
 
 Message priorities, deliberately as RabbitMQ 4.x rather than 3.10 (which ignores them on a
@@ -89,7 +91,7 @@ def config_from(arguments: dict, policy: dict, queue_type: str | None = None) ->
     arg_overflow = _text(arguments.get("x-overflow"))
     policy_overflow = _text(policy.get("overflow"))
     overflow = (policy_overflow or arg_overflow) if quorum else (arg_overflow or policy_overflow)
-    if overflow in OVERFLOWS and not (quorum and overflow == "reject-publish-dlx"):
+    if overflow in OVERFLOWS:
         data["overflow"] = overflow
     dlx = _first(arguments.get("x-dead-letter-exchange"), policy.get("dead-letter-exchange"))
     dlrk = _first(arguments.get("x-dead-letter-routing-key"),
