@@ -1,8 +1,9 @@
 """What quorum queues have, or lack, that classic queues do not, as RabbitMQ 3.10 documents
-and does it: poison message handling (x-delivery-limit, the x-delivery-count header),
-at-least-once dead-lettering, no x-max-priority, no global QoS, queue expiry, and how
-arguments and policies combine. Message priorities are the exception, deliberately as
-RabbitMQ 4.x has them: see tests/features/test_quorum_priorities.py."""
+and does it: at-least-once dead-lettering, no x-max-priority, no global QoS, queue expiry,
+and how arguments and policies combine. Message priorities are the exception, deliberately as
+RabbitMQ 4.x has them: see tests/features/test_quorum_priorities.py. Poison message handling
+(x-delivery-limit, x-delivery-count), which classic queues here have too, is tested on both
+types in tests/features/test_delivery_limit.py."""
 
 from __future__ import annotations
 
@@ -67,72 +68,6 @@ def _dead_letter_target(ch) -> tuple[str, str]:
     ch.queue_declare(dead, exclusive=True)
     ch.queue_bind(dead, dlx)
     return dlx, dead
-
-
-# -- poison messages ----------------------------------------------------------------------------
-def test_delivery_limit_dead_letters_a_poison_message_with_reason_delivery_limit(conn, ch,
-                                                                                  quorum):
-    dlx, dead = _dead_letter_target(ch)
-    q = quorum(**{"x-delivery-limit": 2, "x-dead-letter-exchange": dlx})
-    ch.basic_publish("", q, b"poison", pika.BasicProperties(headers={"app": "x"}))
-    seen: list[tuple[bool, object]] = []
-    worker = conn.channel()
-
-    def fail(c, m, p, b) -> None:  # a consumer that never manages to process it
-        seen.append((m.redelivered, (p.headers or {}).get("x-delivery-count")))
-        c.basic_nack(m.delivery_tag, requeue=True)
-
-    worker.basic_consume(q, fail)
-    _pump(conn, lambda: _count(ch, dead) == 1)
-    # delivered once and redelivered twice; the third failure is over the limit of 2
-    assert seen == [(False, None), (True, 1), (True, 2)]
-    assert _count(ch, q) == 0
-    [(body, headers)] = _get_all(ch, dead)
-    assert body == b"poison" and headers["app"] == "x"
-    assert "x-delivery-count" not in headers  # the copy is the message as published
-    [death] = headers["x-death"]
-    assert (death["reason"], death["count"], death["queue"]) == ("delivery_limit", 1, q)
-    assert headers["x-first-death-reason"] == "delivery_limit"
-
-
-def test_x_delivery_count_counts_failed_deliveries(conn, ch, quorum):
-    q = quorum()
-    ch.basic_publish("", q, b"m")
-    method, props, _ = ch.basic_get(q)
-    # a basic.get always carries the count (RabbitMQ 3.10), 0 before any failure
-    assert props.headers == {"x-delivery-count": 0} and not method.redelivered
-    ch.basic_nack(method.delivery_tag, requeue=True)
-    method, props, _ = ch.basic_get(q)
-    assert props.headers == {"x-delivery-count": 1} and method.redelivered
-    ch.basic_reject(method.delivery_tag, requeue=True)
-    # a consumer whose channel closes with the message unacknowledged fails it too
-    other = conn.channel()
-    got = []
-    other.basic_consume(q, lambda c, m, p, b: got.append(p.headers))
-    _pump(conn, lambda: got)
-    assert got == [{"x-delivery-count": 2}]
-    other.close()
-    method, props, _ = ch.basic_get(q, auto_ack=True)
-    assert props.headers == {"x-delivery-count": 3}
-
-
-def test_delivery_limit_by_policy_takes_the_smaller_of_policy_and_argument(node_factory):
-    node = node_factory("qq-limit")
-    conn = pika.BlockingConnection(pika.URLParameters(node.url()))
-    ch = conn.channel()
-    ch.queue_declare("work", durable=True, arguments={**QUORUM, "x-delivery-limit": 5})
-    r = node.ctl("set_policy", "dl", "^work$", '{"delivery-limit": 0}',
-                 "--apply-to", "queues")
-    assert r.returncode == 0, r.stderr
-
-    def dropped_on_first_failure() -> bool:
-        ch.basic_publish("", "work", b"m")
-        method = ch.basic_get("work")[0]
-        ch.basic_nack(method.delivery_tag, requeue=True)
-        return _count(ch, "work") == 0
-
-    wait_for(dropped_on_first_failure, 5, what="the policy's delivery limit of 0")
-    conn.close()
 
 
 # -- at-least-once dead-lettering --------------------------------------------------------------

@@ -7,7 +7,7 @@ decoded only when a feature needs one.
 
 from __future__ import annotations
 
-from ..amqp.codec import decode_properties
+from ..amqp.codec import decode_properties, encode_header_payload
 
 # Property flag bits in the first flag word of a content header (spec 4.2.6.1).
 FLAG_HEADERS = 0x2000
@@ -85,6 +85,18 @@ def message_priority(header: bytes) -> int:
     return _octet_property(header, FLAG_PRIORITY)
 
 
+def with_delivery_count(msg: Message, count: int) -> Message:
+    """A copy of `msg` for one delivery, its headers carrying `x-delivery-count`; the stored
+    message, its header and its cached properties stay as published."""
+    props = decode_properties(msg.header)
+    props.headers = {**(props.headers or {}), "x-delivery-count": count}
+    copy = Message(msg.exchange, msg.routing_key, msg.exchange_ss, msg.routing_key_ss,
+                   encode_header_payload(msg.size, props), msg.body, msg.size)
+    copy.published_ms = msg.published_ms
+    copy.ttl_ms = msg.ttl_ms
+    return copy
+
+
 def sender_selected(msg: Message) -> tuple[Message, list[str]]:
     """Sender-selected distribution: the CC and BCC headers add routing keys; BCC is removed
     from the message the queues get (RabbitMQ's rule)."""
@@ -96,8 +108,6 @@ def sender_selected(msg: Message) -> tuple[Message, list[str]]:
             keys += [v.decode() if isinstance(v, (bytes, bytearray)) else str(v) for v in value]
     if "BCC" not in headers:
         return msg, keys
-    from ..amqp.codec import encode_header_payload
-
     props = msg.properties
     props.headers = {k: v for k, v in headers.items() if k != "BCC"}
     copy = Message(msg.exchange, msg.routing_key, msg.exchange_ss, msg.routing_key_ss,

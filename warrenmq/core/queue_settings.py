@@ -1,6 +1,8 @@
 """A queue's limits from its arguments and its policy, combined as RabbitMQ combines them:
-for message TTL, queue expiry and the length limits the smaller value wins; for the
-dead-letter exchange, its routing key and overflow the queue argument wins over the policy."""
+for message TTL, queue expiry, the length limits and the delivery limit the smaller value
+wins; for the dead-letter exchange, its routing key and overflow the queue argument wins over
+the policy. The delivery limit is ours (RabbitMQ 3.10 ignores it on classic queues) and reads
+as on a quorum queue: a negative one, which only an argument can give, acts as 0."""
 
 from __future__ import annotations
 
@@ -44,6 +46,10 @@ def apply_queue_settings(q: ClassicQueue, args: dict, policy: dict) -> None:
     q.dead_letter_routing_key = dlrk
     q.consumer_timeout_ms = _smaller(_int(args.get("x-consumer-timeout")),
                                      _int(policy.get("consumer-timeout")))
+    limit = _smaller(_int(args.get("x-delivery-limit")), _int(policy.get("delivery-limit")))
+    q.delivery_limit = None if limit is None else max(0, limit)
+    if q.delivery_limit is None:
+        q.delivery_counts.clear()  # no limit, no counting: as a RabbitMQ classic queue
     max_priority = _int(args.get("x-max-priority"))
     if max_priority:
         q.set_max_priority(max_priority)

@@ -9,6 +9,19 @@ can take a message (`can_take`) and hands deliveries to it (`deliver`). It tells
 what happens to persistent messages when the queue is durable, and pages message bodies out
 of memory once its ready bytes pass `page_bytes` (RabbitMQ's lazy behaviour), so a deep
 queue costs an index entry per message, not its body.
+
+Poison messages (x-delivery-limit, policy key delivery-limit), as quorum queues handle them
+and deliberately unlike RabbitMQ 3.10, whose classic queues ignore the limit. Under a limit
+the queue counts each message's failed deliveries (`delivery_counts`, by seq): every entry
+that comes back through `requeue` (nack or reject with requeue, basic.recover, a channel or
+connection closed, a consumer timed out) counts one; one whose count exceeds the limit is
+discarded with reason `delivery_limit` (dead-lettered, or dropped without a dead-letter
+exchange) instead of going back. A message with a count goes out as a copy whose header
+adds `x-delivery-count` (the stored header stays as published, so a dead-lettered copy
+carries none); the copy is `lent` against its seq, and every entry that comes back is traded
+for the stored message before the queue looks at it. Without a limit nothing is counted and
+the queue behaves as RabbitMQ's classic queue. The counts live in memory only: the journal
+does not record them, so a durable queue's messages start again from 0 after a restart.
 """
 
 from __future__ import annotations
@@ -17,6 +30,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from ..core.journal import Journal, NullJournal
+from ..core.message import with_delivery_count
 from .priority import PriorityReady
 
 if TYPE_CHECKING:
@@ -69,6 +83,9 @@ class ClassicQueue:
         self.dead_letter_routing_key: str | None = None
         self.has_expiring = False  # a ready message may expire: the node's timer looks here
         self.consumer_timeout_ms: int | None = None  # overrides the node's consumer_timeout
+        self.delivery_limit: int | None = None  # failed deliveries a message may have
+        self.delivery_counts: dict[int, int] = {}  # seq -> failed deliveries, if any
+        self.lent: dict[int, Message] = {}  # seq -> stored message of an entry out as a copy
         self.last_used_ms = 0.0
         # (queue, messages, reason): where dead or dropped messages go (the node sets it)
         self.on_dead = _drop
@@ -126,6 +143,8 @@ class ClassicQueue:
 
     def discard(self, entries: list[Entry], reason: str) -> None:
         """Entries leave the queue for good without a consumer: dead-lettered or dropped."""
+        if self.delivery_counts:
+            self._forget_counts(entries)
         if self.durable and not self.deleted:
             persistent = [e for e in entries if e[1].persistent]
             if persistent:
@@ -166,7 +185,10 @@ class ClassicQueue:
             self.next_seq = max(self.next_seq, entries[-1][0])
 
     def requeue(self, entries: list[Entry]) -> None:
-        """Put delivered entries back, in their original positions, marked redelivered."""
+        """Put delivered entries back, in their original positions, marked redelivered;
+        under a delivery limit, those that failed once too often are dead-lettered instead."""
+        if self.lent:
+            entries = self._stored(entries)
         self.unacked -= len(entries)
         if self.deleted or not entries:
             for e in entries:
@@ -175,6 +197,16 @@ class ClassicQueue:
         if self.out_persistent:
             for e in entries:
                 self.out_persistent.pop(e[0], None)
+        poison: list[Entry] = []
+        if self.delivery_limit is not None:
+            entries, poison = self._count_failures(entries, self.delivery_limit)
+        if entries:
+            self._put_back(entries)
+        if poison:
+            self.discard(poison, "delivery_limit")
+        self.dispatch()
+
+    def _put_back(self, entries: list[Entry]) -> None:
         back = sorted((seq, msg, True) for seq, msg, _ in entries)
         for _, msg, _ in back:
             self.ready_bytes += msg.size
@@ -188,11 +220,41 @@ class ClassicQueue:
             merged = sorted([*back, *ready], key=_seq)
             ready.clear()
             ready.extend(merged)
-        self.dispatch()
+
+    def _count_failures(self, entries: list[Entry],
+                        limit: int) -> tuple[list[Entry], list[Entry]]:
+        """One more failed delivery for each entry: (those to put back, those over the
+        limit)."""
+        counts = self.delivery_counts
+        back, poison = [], []
+        for e in entries:
+            count = counts.get(e[0], 0) + 1
+            if count > limit:
+                counts.pop(e[0], None)
+                poison.append(e)
+            else:
+                counts[e[0]] = count
+                back.append(e)
+        return back, poison
+
+    def _stored(self, entries: list[Entry]) -> list[Entry]:
+        """Entries as the queue stores them: a copy made for x-delivery-count is traded back
+        for the stored message (refs, journal location and paging are the stored one's)."""
+        lent = self.lent
+        return [(e[0], lent.pop(e[0]), e[2]) if e[0] in lent else e for e in entries]
+
+    def _forget_counts(self, entries: list[Entry]) -> None:
+        counts = self.delivery_counts
+        for e in entries:
+            counts.pop(e[0], None)
 
     def settle(self, entries: list[Entry], dead_reason: str | None = None) -> None:
         """Delivered entries are done with: acked, or (with a reason) rejected without
         requeue, which dead-letters them."""
+        if self.lent:
+            entries = self._stored(entries)
+        if self.delivery_counts:
+            self._forget_counts(entries)
         self.unacked -= len(entries)
         self.acked += len(entries)
         if dead_reason is not None and not self.deleted:
@@ -226,6 +288,11 @@ class ClassicQueue:
             self.out_persistent[entry[0]] = msg
             if not entry[2]:
                 self.journal.note_delivered(self, entry[0])
+        if self.delivery_counts:
+            count = self.delivery_counts.get(entry[0])
+            if count:
+                self.lent[entry[0]] = msg
+                entry = (entry[0], with_delivery_count(msg, count), entry[2])
         return entry
 
     def _release(self, msg: Message) -> None:
@@ -235,6 +302,8 @@ class ClassicQueue:
 
     def purge(self) -> int:
         n = len(self.ready)
+        if self.delivery_counts:
+            self._forget_counts(list(self.ready))
         for e in self.ready:
             self._release(e[1])
         if self.durable:
@@ -251,6 +320,7 @@ class ClassicQueue:
         if self.durable:
             self.journal.queue_deleted(self)
         self.deleted = True
+        self.delivery_counts.clear()
         self.ready.clear()
         self.ready_bytes = self.resident_bytes = 0
 

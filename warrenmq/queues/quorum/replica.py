@@ -155,6 +155,10 @@ class QuorumQueue:
     def message_count(self) -> int:
         return self.machine.messages_ready()
 
+    def live_bytes(self) -> int:
+        """About what a snapshot of this replica weighs: its live bodies."""
+        return sum(len(b[2]) + len(b[1]) + 64 for b in self.bodies.values())
+
     @property
     def ready_bytes(self) -> int:
         return sum(m.size_bytes for m in self.machine.ready)
@@ -245,7 +249,12 @@ class QuorumQueue:
                 p.resolve(None)
                 return
             # RabbitMQ 3.10 counts failed deliveries on every basic.get of a quorum queue
-            msg = self._message(reply[2][0], reply[4] if self.is_quorum else None)
+            if self.is_quorum:
+                count = reply[4]
+            else:  # a classic queue under a policy: a count once one failed, under a limit
+                limited = self.machine.config.delivery_limit is not None
+                count = (reply[4] or None) if limited else None
+            msg = self._message(reply[2][0], count)
             if msg is None:  # cannot happen while the replica holds every live body
                 p.fail(AMQPError(PRECONDITION_FAILED, "message body not found"))
                 return
@@ -379,9 +388,11 @@ class QuorumQueue:
                 self._submit(make_return(cid, [entry[0] for entry in batch]))
             return  # else a consumer on another node: its replica delivers
         channel = consumer.channel
+        # a consumer sees the count once a delivery failed (RabbitMQ 3.10); a classic queue
+        # replicated by a policy, only under a delivery limit (as an unreplicated one)
+        counted = self.is_quorum or self.machine.config.delivery_limit is not None
         for msg_id, ref, redelivered, count in batch:
-            # a consumer sees the count once a delivery failed (RabbitMQ 3.10)
-            msg = self._message(ref[0], count if self.is_quorum and count else None)
+            msg = self._message(ref[0], count if counted and count else None)
             if msg is None:
                 continue
             self.delivered += 1
