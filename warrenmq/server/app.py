@@ -61,6 +61,9 @@ class App:
         self._checkpointing: asyncio.Task | None = None
         # replicated queue -> (WAL segment, size) of the last snapshot this node wrote of it
         self._snapshots: dict[str, tuple[int, int]] = {}
+        # replicated queue -> WAL segment current when its group was created here (none of
+        # its records is older); a group recovered from the WAL counts from segment 0
+        self._born: dict[str, int] = {}
         self.monitor: ResourceMonitor | None = None
         self.protocols: set[AMQPProtocol] = set()
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
@@ -269,6 +272,11 @@ class App:
                 fut = self.host.compact(gid, data)
                 fut.add_done_callback(partial(self._compacted, gid, len(data)))
 
+    def group_born(self, gid: str) -> None:
+        """A replicated queue's group was just created here (not recovered)."""
+        if self.journal is not None:
+            self._born[gid] = self.journal.wal.current_segment()
+
     def _compacted(self, gid: str, size: int, fut: asyncio.Future) -> None:
         if not fut.cancelled() and fut.exception() is None:
             self._snapshots[gid] = (fut.result().segment_id, size)
@@ -289,15 +297,19 @@ class App:
             replicas = self.quorum.replicas if self.quorum is not None else {}
             for gid in set(self._snapshots) - set(replicas):
                 del self._snapshots[gid]
+            for gid in set(self._born) - set(replicas):
+                del self._born[gid]
             current = self.journal.wal.current_segment()
             for gid, q in replicas.items():
-                # A deep queue's snapshot (all its live bodies) is rewritten only once at
-                # least its size of log was written since (whole segments between the two):
-                # rewriting it at every checkpoint would make the log grow by a snapshot per
-                # checkpoint, and each rewrite ask for the next. Until then its last
-                # snapshot's segment stays.
-                seg, size = self._snapshots.get(gid, (-1, 0))
-                if seg >= 0 and (current - seg - 1) * self.segment_bytes_max < size:
+                # A snapshot holds every live body, so it is worth writing only once more log
+                # was written since the group's oldest needed record (its last snapshot, or
+                # its birth) than the snapshot would weigh (whole segments between the two):
+                # a queue that only grows gains nothing from one, and rewriting a deep queue at
+                # every checkpoint would grow the log by a snapshot per checkpoint, each
+                # rewrite asking for the next. Until then that record's segment stays.
+                seg, size = self._snapshots.get(gid, (self._born.get(gid, 0), 0))
+                weight = max(size, q.live_bytes())
+                if (current - seg - 1) * self.segment_bytes_max < weight:
                     pinned.append(seg)
                 else:
                     images.append((gid, q.snapshot()))

@@ -127,6 +127,8 @@ class QuorumQueues:
             voters = {host.node_id}
         self.replicas[gid] = q
         node.queues.setdefault(record.vhost, {})[record.name] = q
+        if gid not in host.recovered_groups():
+            self.app.group_born(gid)
         host.add_group(gid, voters, lambda index, data, q=q: self._apply(q, index, data),
                        q.restore)
         if record.node == node.name and len(voters) > 1:
