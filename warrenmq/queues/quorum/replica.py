@@ -38,6 +38,7 @@ this replica leads (`is_leader`).
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -103,6 +104,9 @@ class QuorumQueue:
         self.is_leader = is_leader
         self.machine = QuorumMachine(config)
         self.bodies: dict[int, list] = {}  # raft index -> [pair, header, body, published_ms]
+        # the indexes of `bodies` in increasing order, so that the release cursor drops the
+        # old ones without a scan of every live body
+        self._body_order: deque[int] = deque()
         self.consumers: list[Consumer] = []  # the consumers on this node
         self.local: dict[str, Consumer] = {}  # consumer id -> consumer on this node
         self.cid_of: dict[Consumer, str] = {}
@@ -317,6 +321,7 @@ class QuorumQueue:
             return None  # a copy proposed again after a change of leader: applied already
         if cmd[0] == "enqueue" and extra is not None:
             self.bodies[index] = extra
+            self._body_order.append(index)
         reply, effects = self.machine.apply(Meta(index, ts), cmd)
         if origin == self.origin:
             p = self.waiting.pop(ref, None)
@@ -334,8 +339,9 @@ class QuorumQueue:
                 self._expired()
             elif kind == "release_cursor":
                 cursor = effect[1]
-                for i in [i for i in self.bodies if i < cursor]:
-                    del self.bodies[i]
+                order, bodies = self._body_order, self.bodies
+                while order and order[0] < cursor:
+                    bodies.pop(order.popleft(), None)
             elif kind == "consumer_cancelled":
                 consumer = self.local.get(effect[1])
                 if consumer is not None:
@@ -467,7 +473,8 @@ class QuorumQueue:
         # value this replica was built with, from the queue's arguments and policy
         state["config"] = {**self.machine.config.to_dict(), **state["config"]}
         self.machine = QuorumMachine.from_snapshot(state)
-        self.bodies = {i: b for i, b in bodies}
+        self.bodies = {i: b for i, b in sorted(bodies, key=lambda pair: pair[0])}
+        self._body_order = deque(self.bodies)
 
 
 def _held_by(consumer: Consumer, queue: QuorumQueue) -> list[int]:
