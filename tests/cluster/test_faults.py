@@ -23,7 +23,6 @@ from __future__ import annotations
 import re
 import signal
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -31,6 +30,7 @@ import pika
 import pika.exceptions
 import pytest
 
+from tests.conftest import unique
 from tests.support.cluster import (
     cluster_status,
     ctl_ok,
@@ -51,9 +51,6 @@ PROMPT_S = 9.0
 ISOLATION_CAUSE = re.compile(r"not committed within \d+s: .*"
                              r"(cannot reach a majority|leadership lost)")
 
-
-def _unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def _timed(fn: Callable[[], object]) -> float:
@@ -134,7 +131,7 @@ def test_sigkill_leaves_the_others_working_and_the_restarted_node_catches_up(
     alive = [n for n in nodes if n is not dead]
     dead.stop(signal.SIGKILL)
 
-    made = [_change_promptly(node, _unique(f"while-{dead.name.split('@')[0]}-dead"))
+    made = [_change_promptly(node, unique(f"while-{dead.name.split('@')[0]}-dead"))
             for node in alive]
     users, queues = {u for u, _ in made}, {q for _, q in made}
     statuses = wait_cluster(alive, expect_running=[n.name for n in alive], timeout_s=SEEN_S)
@@ -156,14 +153,14 @@ def test_an_isolated_node_refuses_metadata_changes_and_converges_when_healed(
     wait_cluster([k1], expect_running=[k1.name], timeout_s=SEEN_S)
     wait_cluster([k2, k3], expect_running=[k2.name, k3.name], timeout_s=SEEN_S)
 
-    refused_queue, refused_user = _unique("refused-queue"), _unique("refused-user")
+    refused_queue, refused_user = unique("refused-queue"), unique("refused-user")
     # each refusal takes the metadata deadline (10 s): both at once, and the majority's
     # changes meanwhile
     with ThreadPoolExecutor(2) as pool:
         amqp = pool.submit(_declare_refused, k1, refused_queue)
         cli = pool.submit(k1.ctl, "add_user", refused_user, "x")
-        majority_user, _ = _change_promptly(k2, _unique("majority-k2"))
-        _, majority_queue = _change_promptly(k3, _unique("majority-k3"))
+        majority_user, _ = _change_promptly(k2, unique("majority-k2"))
+        _, majority_queue = _change_promptly(k3, unique("majority-k3"))
         closed, r = amqp.result(), cli.result()
     assert closed.reply_code == 541, closed
     assert closed.reply_text.startswith("INTERNAL_ERROR - "), closed.reply_text
@@ -180,7 +177,7 @@ def test_an_isolated_node_refuses_metadata_changes_and_converges_when_healed(
         assert refused_user not in _users(node)
         assert refused_queue not in _queues(node)
     # and the healed node takes changes again
-    user, queue = _change_promptly(k1, _unique("after-heal"))
+    user, queue = _change_promptly(k1, unique("after-heal"))
     for node in (k2, k3):
         _wait_sees(node, {user}, {queue})
 
@@ -194,7 +191,7 @@ def test_sigstop_leaves_the_others_working_and_sigcont_converges(
     assert frozen.proc is not None
     frozen.proc.send_signal(signal.SIGSTOP)
     try:
-        made = [_change_promptly(node, _unique(f"while-{frozen.name.split('@')[0]}-stopped"))
+        made = [_change_promptly(node, unique(f"while-{frozen.name.split('@')[0]}-stopped"))
                 for node in alive]
         wait_cluster(alive, expect_running=[n.name for n in alive], timeout_s=SEEN_S)
     finally:
@@ -207,7 +204,7 @@ def test_sigstop_leaves_the_others_working_and_sigcont_converges(
 def test_a_restarted_node_rejoins_by_itself_and_catches_up(faults_healthy_cluster: list[Node]):
     k1, k2, k3 = faults_healthy_cluster
     k2.stop()  # SIGTERM: a clean shutdown
-    user, queue = _change_promptly(k3, _unique("while-k2-stopped"))
+    user, queue = _change_promptly(k3, unique("while-k2-stopped"))
     launch(k2)  # the same name, ports and data; no join
     wait_cluster([k1, k2, k3], timeout_s=SEEN_S)
     _wait_sees(k2, {user}, {queue})
@@ -219,7 +216,7 @@ def test_a_rolling_restart_keeps_the_cluster_and_its_metadata(
     name_before = cluster_status(nodes[0])["cluster_name"]
     users, queues = set(), set()
     for node in nodes:
-        user, queue = _change_promptly(node, _unique(f"before-{node.name.split('@')[0]}"))
+        user, queue = _change_promptly(node, unique(f"before-{node.name.split('@')[0]}"))
         users.add(user)
         queues.add(queue)
     for node in nodes:
@@ -227,7 +224,7 @@ def test_a_rolling_restart_keeps_the_cluster_and_its_metadata(
         wait_cluster(nodes, timeout_s=SEEN_S)
         # the cluster stays writable between the steps
         user, queue = _change_promptly(nodes[0] if node is not nodes[0] else nodes[1],
-                                       _unique(f"after-{node.name.split('@')[0]}"))
+                                       unique(f"after-{node.name.split('@')[0]}"))
         users.add(user)
         queues.add(queue)
     for node in nodes:

@@ -22,45 +22,30 @@ All tests share one cluster; `healthy` hands it over with every node running and
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import threading
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 import aio_pika
 import pika
 import pika.exceptions
 import pytest
 
-from tests.support.cluster import listing, running_cluster, wait_cluster
+from tests.conftest import unique
+from tests.support.cluster import connect, listing, running_cluster, wait_cluster
 from tests.support.node import Node, launch, wait_for
 
 SEEN_S = 30.0
 PERSISTENT = pika.BasicProperties(delivery_mode=2)
 
 
-def _unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-@contextmanager
-def _connect(node: Node) -> Iterator[pika.BlockingConnection]:
-    conn = pika.BlockingConnection(pika.URLParameters(node.url()))
-    try:
-        yield conn
-    finally:
-        if conn.is_open:
-            with contextlib.suppress(pika.exceptions.AMQPError):  # its node may be dead
-                conn.close()
 
 
 def _visible(node: Node, queue: str) -> None:
     """Wait until `node` knows the queue (a metadata change reaches every node shortly
     after the declaring node applied it)."""
     def declared() -> bool:
-        with _connect(node) as conn:
+        with connect(node) as conn:
             try:
                 conn.channel().queue_declare(queue, passive=True)
                 return True
@@ -71,20 +56,20 @@ def _visible(node: Node, queue: str) -> None:
 
 
 def _declare(node: Node, queue: str, others: list[Node], **kwargs) -> None:
-    with _connect(node) as conn:
+    with connect(node) as conn:
         conn.channel().queue_declare(queue, **kwargs)
     for other in others:
         _visible(other, queue)
 
 
 def _counts(node: Node, queue: str) -> tuple[int, int]:
-    with _connect(node) as conn:
+    with connect(node) as conn:
         ok = conn.channel().queue_declare(queue, passive=True).method
         return ok.message_count, ok.consumer_count
 
 
 def _publish(node: Node, queue: str, bodies: list[bytes], properties=PERSISTENT) -> None:
-    with _connect(node) as conn:
+    with connect(node) as conn:
         ch = conn.channel()
         ch.confirm_delivery()
         for body in bodies:
@@ -109,7 +94,7 @@ def healthy(forwarding_cluster: list[Node]) -> list[Node]:
 # -- publishing and consuming across nodes ------------------------------------------------------
 def test_confirmed_publish_on_one_node_reaches_a_consumer_on_another_once_in_order(healthy):
     f1, f2, f3 = healthy
-    queue = _unique("order")
+    queue = unique("order")
     _declare(f1, queue, [f2, f3], durable=True)
     bodies = [str(i).encode() for i in range(300)]
     _publish(f2, queue, bodies)  # every publish confirmed (or the client raises)
@@ -117,7 +102,7 @@ def test_confirmed_publish_on_one_node_reaches_a_consumer_on_another_once_in_ord
 
     prefetch = 10
     got: list[bytes] = []
-    with _connect(f3) as conn:
+    with connect(f3) as conn:
         ch = conn.channel()
         ch.basic_qos(prefetch_count=prefetch)
         held: list[int] = []
@@ -144,13 +129,13 @@ def test_confirmed_publish_on_one_node_reaches_a_consumer_on_another_once_in_ord
 
 def test_nack_requeue_reject_and_basic_get_act_at_the_home(healthy):
     f1, f2, f3 = healthy
-    dead = _unique("dead")
-    queue = _unique("nack")
+    dead = unique("dead")
+    queue = unique("nack")
     _declare(f2, dead, [f1, f3])  # where the home dead-letters to: a queue of another node
     _declare(f1, queue, [f2, f3], arguments={"x-dead-letter-exchange": "",
                                              "x-dead-letter-routing-key": dead})
     _publish(f3, queue, [b"a", b"b"])
-    with _connect(f2) as conn:
+    with connect(f2) as conn:
         ch = conn.channel()
         method, _, body = ch.basic_get(queue)
         assert (body, method.redelivered, method.message_count) == (b"a", False, 1)
@@ -161,7 +146,7 @@ def test_nack_requeue_reject_and_basic_get_act_at_the_home(healthy):
         method, _, body = ch.basic_get(queue, auto_ack=True)
         assert (body, method.redelivered, method.message_count) == (b"b", False, 0)
         assert ch.basic_get(queue) == (None, None, None)
-    with _connect(f3) as conn:
+    with connect(f3) as conn:
         method, props, body = conn.channel().basic_get(dead, auto_ack=True)
         assert body == b"a"
         assert props.headers["x-death"][0]["reason"] == "rejected"
@@ -170,10 +155,10 @@ def test_nack_requeue_reject_and_basic_get_act_at_the_home(healthy):
 
 def test_a_consumers_channel_closing_requeues_its_deliveries_at_the_home(healthy):
     f1, f2, f3 = healthy
-    queue = _unique("close")
+    queue = unique("close")
     _declare(f1, queue, [f2, f3])
     _publish(f2, queue, [b"1", b"2", b"3"])
-    with _connect(f3) as conn:
+    with connect(f3) as conn:
         ch = conn.channel()
         ch.basic_qos(prefetch_count=2)
         got: list[bytes] = []
@@ -182,32 +167,32 @@ def test_a_consumers_channel_closing_requeues_its_deliveries_at_the_home(healthy
                  what="two deliveries")
         ch.close()
     wait_for(lambda: _counts(f1, queue) == (3, 0), SEEN_S, what="the deliveries requeued")
-    with _connect(f2) as conn:
+    with connect(f2) as conn:
         ch = conn.channel()
         redelivered = [ch.basic_get(queue, auto_ack=True)[0].redelivered for _ in range(3)]
     assert redelivered == [True, True, False]
 
 
 def test_one_publish_reaches_queues_on_every_node_through_a_fanout(healthy):
-    exchange = _unique("fan")
-    queues = {node.name: _unique("fan-q") for node in healthy}
-    with _connect(healthy[0]) as conn:
+    exchange = unique("fan")
+    queues = {node.name: unique("fan-q") for node in healthy}
+    with connect(healthy[0]) as conn:
         conn.channel().exchange_declare(exchange, "fanout")
     for node in healthy:
-        with _connect(node) as conn:
+        with connect(node) as conn:
             ch = conn.channel()
             ch.queue_declare(queues[node.name], durable=True)
             ch.queue_bind(queues[node.name], exchange)
     for node in healthy:
         for queue in queues.values():
             _visible(node, queue)
-    with _connect(healthy[1]) as conn:
+    with connect(healthy[1]) as conn:
         ch = conn.channel()
         ch.confirm_delivery()
         ch.basic_publish(exchange, "", b"to all", PERSISTENT, mandatory=True)
     for node in healthy:  # each queue read on its home and on another node
         assert _counts(node, queues[node.name]) == (1, 0)
-    with _connect(healthy[2]) as conn:
+    with connect(healthy[2]) as conn:
         ch = conn.channel()
         for queue in queues.values():
             assert ch.basic_get(queue, auto_ack=True)[2] == b"to all"
@@ -215,10 +200,10 @@ def test_one_publish_reaches_queues_on_every_node_through_a_fanout(healthy):
 
 def test_declare_delete_and_listings_see_the_homes_figures(healthy):
     f1, f2, f3 = healthy
-    queue = _unique("figures")
+    queue = unique("figures")
     _declare(f1, queue, [f2, f3])
     _publish(f1, queue, [b"x"] * 4)
-    with _connect(f1) as c1, _connect(f3) as c3:
+    with connect(f1) as c1, connect(f3) as c3:
         c1.channel().basic_consume(queue, lambda *_: None)
         ch3 = c3.channel()
         ch3.basic_qos(prefetch_count=1)
@@ -232,14 +217,14 @@ def test_declare_delete_and_listings_see_the_homes_figures(healthy):
             return rows.get(queue, {}).get("consumers") == 2 and \
                 rows[queue]["messages"] == 4
         wait_for(listed, SEEN_S, interval_s=0.2, what="list_queues on another node")
-        with _connect(f2) as c2:
+        with connect(f2) as c2:
             ch = c2.channel()
             with pytest.raises(pika.exceptions.ChannelClosedByBroker) as refused:
                 ch.queue_delete(queue, if_unused=True)
             assert refused.value.reply_code == 406
             assert refused.value.reply_text == \
                 f"PRECONDITION_FAILED - queue '{queue}' in vhost '/' in use"
-    with _connect(f2) as conn:
+    with connect(f2) as conn:
         ch = conn.channel()
         wait_for(lambda: _counts(f2, queue) == (4, 0), SEEN_S, what="consumers gone")
         with pytest.raises(pika.exceptions.ChannelClosedByBroker) as refused:
@@ -253,10 +238,10 @@ def test_declare_delete_and_listings_see_the_homes_figures(healthy):
 
 def test_an_exclusive_queue_is_only_for_its_owner_connection(healthy):
     f1, f2, f3 = healthy
-    queue = _unique("excl")
-    with _connect(f1) as owner:
+    queue = unique("excl")
+    with connect(f1) as owner:
         owner.channel().queue_declare(queue, exclusive=True)
-        with _connect(f2) as conn:
+        with connect(f2) as conn:
             def refused() -> bool:
                 try:
                     conn.channel().queue_declare(queue, passive=True)
@@ -271,9 +256,9 @@ def test_an_exclusive_queue_is_only_for_its_owner_connection(healthy):
 
 def test_single_active_consumer_across_nodes(healthy):
     f1, f2, f3 = healthy
-    queue = _unique("sac")
+    queue = unique("sac")
     _declare(f1, queue, [f2, f3], arguments={"x-single-active-consumer": True})
-    with _connect(f2) as first, _connect(f3) as second:
+    with connect(f2) as first, connect(f3) as second:
         a: list[bytes] = []
         b: list[bytes] = []
         ch_a = first.channel()
@@ -297,10 +282,10 @@ def test_single_active_consumer_across_nodes(healthy):
 # -- nodes going down -------------------------------------------------------------------------
 def test_sigkill_of_the_consumers_node_requeues_its_deliveries_at_the_home(healthy):
     f1, f2, f3 = healthy
-    queue = _unique("consumer-dies")
+    queue = unique("consumer-dies")
     _declare(f1, queue, [f2, f3], durable=True)
     _publish(f2, queue, [str(i).encode() for i in range(8)])
-    with _connect(f3) as conn:  # its node dies under it
+    with connect(f3) as conn:  # its node dies under it
         ch = conn.channel()
         ch.basic_qos(prefetch_count=5)
         got: list[bytes] = []
@@ -309,7 +294,7 @@ def test_sigkill_of_the_consumers_node_requeues_its_deliveries_at_the_home(healt
                  what="five unacknowledged deliveries")
         f3.stop(signal.SIGKILL)
     wait_for(lambda: _counts(f1, queue) == (8, 0), SEEN_S, what="requeued at the home")
-    with _connect(f1) as c1:
+    with connect(f1) as c1:
         ch1 = c1.channel()
         back = [ch1.basic_get(queue, auto_ack=True) for _ in range(8)]
     assert [b for _, _, b in back] == [str(i).encode() for i in range(8)]
@@ -318,13 +303,13 @@ def test_sigkill_of_the_consumers_node_requeues_its_deliveries_at_the_home(healt
 
 def test_sigkill_of_the_home_cancels_consumers_on_other_nodes(healthy):
     f1, f2, f3 = healthy
-    queue = _unique("home-dies")
+    queue = unique("home-dies")
     _declare(f1, queue, [f2, f3], durable=True)
 
     ready, cancelled = threading.Event(), threading.Event()
 
     def pika_consumer() -> None:  # on f2, in a thread of its own
-        with _connect(f2) as conn:
+        with connect(f2) as conn:
             ch = conn.channel()
             ch.add_on_cancel_callback(lambda _frame: cancelled.set())
             ch.basic_consume(queue, lambda *_: None)
@@ -365,7 +350,7 @@ def test_sigkill_of_the_home_cancels_consumers_on_other_nodes(healthy):
 
 def test_a_durable_queue_whose_home_is_down_is_refused_and_unroutable(healthy):
     f1, f2, f3 = healthy
-    durable, transient = _unique("durable"), _unique("transient")
+    durable, transient = unique("durable"), unique("transient")
     _declare(f1, durable, [f2, f3], durable=True)
     _declare(f1, transient, [f2, f3])
     _publish(f1, durable, [b"kept"])
@@ -373,7 +358,7 @@ def test_a_durable_queue_whose_home_is_down_is_refused_and_unroutable(healthy):
     wait_cluster([f2, f3], expect_running=[f2.name, f3.name], timeout_s=SEEN_S)
     text = (f"NOT_FOUND - home node '{f1.name}' of durable queue '{durable}' in vhost '/' is "
             "down or inaccessible")
-    with _connect(f2) as conn:
+    with connect(f2) as conn:
         for use in (lambda ch: ch.queue_declare(durable, passive=True),
                     lambda ch: ch.queue_declare(durable, durable=True),
                     lambda ch: ch.basic_consume(durable, lambda *_: None),

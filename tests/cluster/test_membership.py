@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +32,7 @@ import pika.exceptions
 import pytest
 from pika.adapters.blocking_connection import BlockingChannel
 
+from tests.conftest import unique
 from tests.support.cluster import (
     cluster_status,
     ctl_ok,
@@ -62,9 +62,6 @@ EX_DATAERR, EX_NOHOST, EX_UNAVAILABLE, EX_TEMPFAIL, EX_NOPERM = 65, 68, 69, 75, 
 def _names(nodes: list[Node]) -> list[str]:
     return sorted(n.name for n in nodes)
 
-
-def _unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 @contextmanager
@@ -179,7 +176,7 @@ def test_classic_config_forms_one_cluster_that_a_restarted_node_rejoins(tmp_path
 
 def test_metadata_made_on_one_node_is_listed_and_enforced_on_the_others(membership_cluster):
     m1, m2, m3 = membership_cluster
-    vhost, user, password = _unique("shop"), _unique("clerk"), "s3cret"
+    vhost, user, password = unique("shop"), unique("clerk"), "s3cret"
     ctl_ok(m1, "add_vhost", vhost)
     ctl_ok(m1, "add_user", user, password)
     ctl_ok(m1, "set_permissions", "-p", vhost, user, r"^app\.", r"^app\.", r"^app\.")

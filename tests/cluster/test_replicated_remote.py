@@ -14,33 +14,19 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pika
 import pika.exceptions
 import pytest
 
-from tests.support.cluster import ctl_ok, listing, running_cluster
+from tests.conftest import unique
+from tests.support.cluster import connect, ctl_ok, listing, running_cluster
 from tests.support.node import Node, wait_for
 
 SEEN_S = 30.0
 
 
-def _unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-@contextmanager
-def _connect(node: Node) -> Iterator[pika.BlockingConnection]:
-    conn = pika.BlockingConnection(pika.URLParameters(node.url()))
-    try:
-        yield conn
-    finally:
-        if conn.is_open:
-            with contextlib.suppress(pika.exceptions.AMQPError):  # its node may be dead
-                conn.close()
 
 
 def _members(node: Node, queue: str) -> list[str]:
@@ -71,20 +57,20 @@ def three(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Node]]:
 
 @pytest.mark.parametrize("kind", ["quorum", "ha-exactly"])
 def test_a_node_without_a_replica_uses_the_queue_fully(three: list[Node], kind: str) -> None:
-    queue = _unique(kind)
+    queue = unique(kind)
     if kind == "quorum":
         arguments = {"x-queue-type": "quorum", "x-quorum-initial-group-size": 2}
     else:
         ctl_ok(three[0], "set_policy", f"two-{queue}", f"^{queue}$",
                '{"ha-mode":"exactly","ha-params":2}', "--apply-to", "queues")
         arguments = {}
-    with _connect(three[0]) as conn:
+    with connect(three[0]) as conn:
         conn.channel().queue_declare(queue, durable=True, arguments=arguments)
     members = _replicated_on(three, queue, 2)
     outsider = next(n for n in three if n.address not in members)
     insider = next(n for n in three if n.address in members)
 
-    with _connect(outsider) as conn:
+    with connect(outsider) as conn:
         ch = conn.channel()
         wait_for(lambda: _visible(outsider, queue), SEEN_S, what=f"{queue} usable here")
         ch.confirm_delivery()
@@ -118,9 +104,9 @@ def test_a_node_without_a_replica_uses_the_queue_fully(three: list[Node], kind: 
         for i in range(7):
             ch.basic_publish("", queue, f"p{i}".encode())
         assert ch.queue_purge(queue).method.message_count == 7
-    with _connect(insider) as conn:
+    with connect(insider) as conn:
         assert _passive_count(conn.channel(), queue) == 0  # the members agree
-    with _connect(outsider) as conn:
+    with connect(outsider) as conn:
         conn.channel().queue_delete(queue)
     wait_for(lambda: not _members(three[0], queue), SEEN_S, what=f"{queue} deleted")
     if kind == "ha-exactly":
@@ -128,7 +114,7 @@ def test_a_node_without_a_replica_uses_the_queue_fully(three: list[Node], kind: 
 
 
 def _visible(node: Node, queue: str) -> bool:
-    with _connect(node) as conn:
+    with connect(node) as conn:
         try:
             conn.channel().queue_declare(queue, passive=True)
             return True
@@ -140,9 +126,9 @@ def test_another_member_serves_when_the_serving_one_dies(tmp_path) -> None:
     """Four nodes, a three-replica quorum queue: the fourth node goes through a member; that
     member is killed; the consumer is cancelled, consumes again through another member, and
     receives every confirmed message."""
-    queue = _unique("q")
+    queue = unique("q")
     with running_cluster(tmp_path, 4, "join") as nodes:
-        with _connect(nodes[0]) as conn:
+        with connect(nodes[0]) as conn:
             conn.channel().queue_declare(queue, durable=True, arguments={
                 "x-queue-type": "quorum", "x-quorum-initial-group-size": 3})
         members = _replicated_on(nodes, queue, 3)
@@ -152,7 +138,7 @@ def test_another_member_serves_when_the_serving_one_dies(tmp_path) -> None:
         confirmed: set[bytes] = set()
         received: set[bytes] = set()
         cancels: list[str] = []
-        with _connect(outsider) as conn:
+        with connect(outsider) as conn:
             ch = conn.channel()
             ch.confirm_delivery()
             ch.basic_qos(prefetch_count=20)

@@ -21,18 +21,16 @@ All tests share one cluster; `healthy` hands it over with every node running and
 from __future__ import annotations
 
 import base64
-import contextlib
 import os
 import time
-import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 
 import pika
 import pika.exceptions
 import pytest
 
-from tests.support.cluster import running_cluster, wait_cluster
+from tests.conftest import unique
+from tests.support.cluster import connect, running_cluster, wait_cluster
 from tests.support.node import Node, launch, wait_for
 
 SEEN_S = 30.0
@@ -41,19 +39,6 @@ REPLY_TO = "amq.rabbitmq.reply-to"
 N_REQUESTS = 200
 
 
-def _unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-@contextmanager
-def _connect(node: Node) -> Iterator[pika.BlockingConnection]:
-    conn = pika.BlockingConnection(pika.URLParameters(node.url()))
-    try:
-        yield conn
-    finally:
-        if conn.is_open:
-            with contextlib.suppress(pika.exceptions.AMQPError):
-                conn.close()
 
 
 def _pump(conns: list[pika.BlockingConnection], done: Callable[[], bool],
@@ -69,7 +54,7 @@ def _pump(conns: list[pika.BlockingConnection], done: Callable[[], bool],
 def _visible(node: Node, queue: str) -> None:
     """Wait until `node` has applied the queue's declaration."""
     def declared() -> bool:
-        with _connect(node) as conn:
+        with connect(node) as conn:
             try:
                 conn.channel().queue_declare(queue, passive=True)
                 return True
@@ -82,7 +67,7 @@ def _visible(node: Node, queue: str) -> None:
 def _declare_reply_queue(node: Node, name: str) -> tuple[int, int] | int:
     """queue.declare (passive) of a reply address on `node`: (messages, consumers), or the
     reply code the channel was closed with."""
-    with _connect(node) as conn:
+    with connect(node) as conn:
         try:
             ok = conn.channel().queue_declare(name, passive=True).method
             return ok.message_count, ok.consumer_count
@@ -165,8 +150,8 @@ def request_queue(healthy: list[Node]) -> Iterator[Callable[[str], str]]:
     made: list[str] = []
 
     def declare(queue_type: str) -> str:
-        name = _unique(f"rpc-{queue_type}")
-        with _connect(healthy[1]) as conn:
+        name = unique(f"rpc-{queue_type}")
+        with connect(healthy[1]) as conn:
             conn.channel().queue_declare(name, durable=True,
                                          arguments={"x-queue-type": queue_type})
         made.append(name)
@@ -174,7 +159,7 @@ def request_queue(healthy: list[Node]) -> Iterator[Callable[[str], str]]:
         return name
 
     yield declare
-    with _connect(healthy[1]) as conn:
+    with connect(healthy[1]) as conn:
         ch = conn.channel()
         for name in made:
             ch.queue_delete(name)
@@ -186,8 +171,8 @@ def test_every_reply_from_another_node_reaches_the_requester_in_order(
         healthy, request_queue, queue_type, reply_node):
     n1 = healthy[0]
     queue = request_queue(queue_type)
-    with _connect(n1) as rconn, _connect(healthy[1]) as sconn, \
-            _connect(healthy[reply_node]) as pconn:
+    with connect(n1) as rconn, connect(healthy[1]) as sconn, \
+            connect(healthy[reply_node]) as pconn:
         requester = Requester(rconn)
         server = Server(sconn, pconn, queue)
         for i in range(N_REQUESTS):
@@ -206,7 +191,7 @@ def test_every_reply_from_another_node_reaches_the_requester_in_order(
 def test_a_mandatory_reply_is_delivered_and_returned_as_rabbitmq_does(healthy, request_queue):
     n1, n2 = healthy[0], healthy[1]
     queue = request_queue("classic")
-    with _connect(n1) as rconn, _connect(n2) as sconn:
+    with connect(n1) as rconn, connect(n2) as sconn:
         requester = Requester(rconn)
         requester.request(queue, "m", b"q")
         ch = sconn.channel()
@@ -222,11 +207,11 @@ def test_a_reply_after_the_requester_left_is_dropped_and_the_server_carries_on(
         healthy, request_queue):
     n1, n2, n3 = healthy
     queue = request_queue("classic")
-    with _connect(n2) as sconn:
+    with connect(n2) as sconn:
         ch = sconn.channel()
         ch.confirm_delivery()
 
-        with _connect(n1) as gone:
+        with connect(n1) as gone:
             Requester(gone).request(queue, "old", b"q")
             old = _take_request(ch, queue)
         assert not gone.is_open  # closed: its channel is torn down on node 1
@@ -244,7 +229,7 @@ def test_a_reply_after_the_requester_left_is_dropped_and_the_server_carries_on(
             assert _declare_reply_queue(n2, f"{REPLY_TO}.{key}") == 404
 
         # the same channel still serves a new requester, on the third node
-        with _connect(n3) as rconn:
+        with connect(n3) as rconn:
             requester = Requester(rconn)
             requester.request(queue, "new", b"q")
             new = _take_request(ch, queue)

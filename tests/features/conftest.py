@@ -4,6 +4,7 @@ and once for quorum queues; `declare` makes a queue of that type)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 
 import pika
@@ -64,3 +65,25 @@ def declare(broker, queue_type) -> Iterator[Callable[..., str]]:
         for name in made:
             cleanup.queue_delete(name)
         c.close()
+
+
+def pump(conn, predicate, timeout_s: float = 5.0) -> None:
+    """Pump pika's I/O until `predicate()` holds (AssertionError at the deadline)."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached before the deadline"
+        conn.process_data_events(time_limit=0.02)
+
+
+def count(ch, queue: str) -> int:
+    return ch.queue_declare(queue, passive=True).method.message_count
+
+
+def get_all(ch, queue: str) -> list[tuple[bytes, dict]]:
+    """Every message left in the queue (auto-acked): (body, headers)."""
+    out = []
+    while True:
+        method, props, body = ch.basic_get(queue, auto_ack=True)
+        if method is None:
+            return out
+        out.append((body, props.headers or {}))

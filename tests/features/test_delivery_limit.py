@@ -10,34 +10,12 @@ honour the limit deliberately, with one difference: a first delivery carries no
 
 from __future__ import annotations
 
-import time
-
 import pika
 import pytest
 
 from tests.conftest import unique
-from tests.features.conftest import declare_queue
+from tests.features.conftest import count, declare_queue, get_all, pump
 from tests.support.node import wait_for
-
-
-def _pump(conn, predicate, timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached before the deadline"
-        conn.process_data_events(time_limit=0.02)
-
-
-def _count(ch, queue: str) -> int:
-    return ch.queue_declare(queue, passive=True).method.message_count
-
-
-def _get_all(ch, queue: str) -> list[tuple[bytes, dict]]:
-    out = []
-    while True:
-        method, props, body = ch.basic_get(queue, auto_ack=True)
-        if method is None:
-            return out
-        out.append((body, props.headers or {}))
 
 
 def _dead_letter_target(ch) -> tuple[str, str]:
@@ -75,11 +53,11 @@ def test_delivery_limit_dead_letters_a_poison_message_with_reason_delivery_limit
         c.basic_nack(m.delivery_tag, requeue=True)
 
     worker.basic_consume(q, fail)
-    _pump(conn, lambda: _count(ch, dead) == 1)
+    pump(conn, lambda: count(ch, dead) == 1)
     # delivered once and redelivered twice; the third failure is over the limit of 2
     assert seen == [(False, None), (True, 1), (True, 2)]
-    assert _count(ch, q) == 0
-    [(body, headers)] = _get_all(ch, dead)
+    assert count(ch, q) == 0
+    [(body, headers)] = get_all(ch, dead)
     assert body == b"poison" and headers["app"] == "x"
     _assert_poison(headers, q)
 
@@ -90,7 +68,7 @@ def test_a_first_delivery_carries_no_delivery_count(conn, ch, declare):
     got: list[tuple[bool, dict]] = []
     worker = conn.channel()
     worker.basic_consume(q, lambda c, m, p, b: got.append((m.redelivered, p.headers)))
-    _pump(conn, lambda: got)
+    pump(conn, lambda: got)
     assert got == [(False, {"app": "x"})]
     worker.close()  # unacknowledged: a failed delivery
     method, props, _ = ch.basic_get(q, auto_ack=True)
@@ -110,7 +88,7 @@ def test_x_delivery_count_counts_failed_deliveries(conn, ch, declare, queue_type
     other = conn.channel()
     got = []
     other.basic_consume(q, lambda c, m, p, b: got.append(p.headers))
-    _pump(conn, lambda: got)
+    pump(conn, lambda: got)
     assert got == [{"x-delivery-count": 2}]
     other.close()
     method, props, _ = ch.basic_get(q, auto_ack=True)
@@ -125,14 +103,14 @@ def test_basic_recover_counts_a_failed_delivery(conn, ch, declare):
     seen: list[tuple[bool, object]] = []
     worker.basic_consume(q, lambda c, m, p, b: seen.append(
         (m.redelivered, (p.headers or {}).get("x-delivery-count"))))
-    _pump(conn, lambda: len(seen) == 1)
+    pump(conn, lambda: len(seen) == 1)
     worker.basic_recover(requeue=True)  # the held delivery comes back, redelivered
-    _pump(conn, lambda: len(seen) == 2)
+    pump(conn, lambda: len(seen) == 2)
     assert seen == [(False, None), (True, 1)]
     worker.basic_recover(requeue=True)  # a second failure: over the limit of 1
-    _pump(conn, lambda: _count(ch, dead) == 1)
-    assert seen == [(False, None), (True, 1)] and _count(ch, q) == 0
-    [(body, headers)] = _get_all(ch, dead)
+    pump(conn, lambda: count(ch, dead) == 1)
+    assert seen == [(False, None), (True, 1)] and count(ch, q) == 0
+    [(body, headers)] = get_all(ch, dead)
     assert body == b"held"
     _assert_poison(headers, q)
 
@@ -145,18 +123,18 @@ def test_a_cancelled_consumers_unacknowledged_delivery_fails_when_its_channel_cl
     worker = conn.channel()
     held: list[int] = []
     tag = worker.basic_consume(q, lambda c, m, p, b: held.append(m.delivery_tag))
-    _pump(conn, lambda: held)
+    pump(conn, lambda: held)
     worker.basic_cancel(tag)
     # cancelling does not return the delivery: it stays with the channel, unacknowledged
-    assert _count(ch, q) == 0
+    assert count(ch, q) == 0
     worker.close()
-    _pump(conn, lambda: _count(ch, q) == 1)
+    pump(conn, lambda: count(ch, q) == 1)
     method, props, _ = ch.basic_get(q)
     assert method.redelivered and props.headers == {"x-delivery-count": 1}
     ch.basic_nack(method.delivery_tag, requeue=True)  # the second failure
-    _pump(conn, lambda: _count(ch, dead) == 1)
-    assert _count(ch, q) == 0
-    _assert_poison(_get_all(ch, dead)[0][1], q)
+    pump(conn, lambda: count(ch, dead) == 1)
+    assert count(ch, q) == 0
+    _assert_poison(get_all(ch, dead)[0][1], q)
 
 
 def test_a_limit_of_zero_or_below_drops_on_the_first_failure_without_a_dlx(ch, declare):
@@ -164,7 +142,7 @@ def test_a_limit_of_zero_or_below_drops_on_the_first_failure_without_a_dlx(ch, d
     ch.basic_publish("", q, b"once")
     method = ch.basic_get(q)[0]
     ch.basic_reject(method.delivery_tag, requeue=True)
-    wait_for(lambda: _count(ch, q) == 0, 5, what="the message to be dropped")
+    wait_for(lambda: count(ch, q) == 0, 5, what="the message to be dropped")
     assert ch.basic_get(q)[0] is None
 
 
@@ -195,7 +173,7 @@ def test_delivery_limit_by_policy_takes_the_smaller_of_policy_and_argument(
         ch.basic_publish("", "work", b"m")
         method = ch.basic_get("work")[0]
         ch.basic_nack(method.delivery_tag, requeue=True)
-        return _count(ch, "work") == 0
+        return count(ch, "work") == 0
 
     wait_for(dropped_on_first_failure, 5, what="the policy's delivery limit of 0")
     conn.close()
@@ -218,10 +196,10 @@ def test_a_classic_queue_replicated_by_a_policy_counts_too(broker, ch):
             counts.append((props.headers or {}).get("x-delivery-count"))
             ch.basic_nack(method.delivery_tag, requeue=True)
         assert counts == [None, 1]  # a first delivery carries none, as on a classic queue
-        wait_for(lambda: _count(ch, dead) == 1, 5, what="the poison message dead-lettered")
-        [(body, headers)] = _get_all(ch, dead)
+        wait_for(lambda: count(ch, dead) == 1, 5, what="the poison message dead-lettered")
+        [(body, headers)] = get_all(ch, dead)
         assert body == b"poison" and headers["x-death"][0]["reason"] == "delivery_limit"
-        assert _count(ch, q) == 0
+        assert count(ch, q) == 0
     finally:
         ch.queue_delete(q)
         broker.ctl("clear_policy", q)

@@ -12,13 +12,7 @@ import pika
 import pytest
 
 from tests.conftest import unique
-
-
-def _pump(conn, predicate, timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached before the deadline"
-        conn.process_data_events(time_limit=0.02)
+from tests.features.conftest import pump
 
 
 def _get_all(ch, queue: str) -> list[bytes]:
@@ -66,11 +60,11 @@ def test_single_active_consumer_fails_over_in_order(conn, ch, declare):
     ch.basic_consume(q, lambda c, m, p, b: got["second"].append(b), auto_ack=True)
     for i in range(4):
         ch.basic_publish("", q, f"m{i}".encode())
-    _pump(conn, lambda: len(got["first"]) == 4)
+    pump(conn, lambda: len(got["first"]) == 4)
     assert got["second"] == []
     ch.basic_cancel(c1)
     ch.basic_publish("", q, b"after")
-    _pump(conn, lambda: got["second"] == [b"after"])
+    pump(conn, lambda: got["second"] == [b"after"])
 
 
 def test_consumer_priorities_serve_the_highest_with_room_first(conn, ch, declare):
@@ -85,7 +79,7 @@ def test_consumer_priorities_serve_the_highest_with_room_first(conn, ch, declare
     for i in range(3):
         ch.basic_publish("", q, f"m{i}".encode())
     # the high-priority consumer takes all it may hold; the rest goes to the low one
-    _pump(conn, lambda: len(got["high"]) == 2 and len(got["low"]) == 1)
+    pump(conn, lambda: len(got["high"]) == 2 and len(got["low"]) == 1)
     assert got == {"high": [b"m0", b"m1"], "low": [b"m2"]}
 
 
@@ -138,7 +132,7 @@ def test_direct_reply_to_round_trip(conn, broker, declare):
     assert props.reply_to.startswith("amq.rabbitmq.reply-to.")
     server.basic_publish("", props.reply_to, b"pong",
                          pika.BasicProperties(correlation_id=props.correlation_id))
-    _pump(conn, lambda: replies == [(b"pong", "42")])
+    pump(conn, lambda: replies == [(b"pong", "42")])
     server_conn.close()
 
 

@@ -15,22 +15,17 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 
 import pika
 import pytest
 
 from tests.conftest import unique
+from tests.features.conftest import pump
 from tests.support.node import launch, wait_for
 
 QUORUM = {"x-queue-type": "quorum"}
 
 
-def _pump(conn, predicate, timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached before the deadline"
-        conn.process_data_events(time_limit=0.02)
 
 
 def _publish(ch, queue: str, priorities: list[int | None]) -> None:
@@ -79,7 +74,7 @@ def test_a_consumer_gets_high_and_normal_messages_two_to_one(conn, ch, quorum):
     got: list[str] = []
     consumer = conn.channel()
     consumer.basic_consume(q, lambda c, m, p, b: got.append(b.decode()), auto_ack=True)
-    _pump(conn, lambda: len(got) == 60)
+    pump(conn, lambda: len(got) == 60)
     # two high, then the older head (a normal one), until the high ones run out
     assert got[:45] == [label for i in range(15)
                         for label in (f"h{2 * i + 1}", f"h{2 * i + 2}", f"n{i + 1}")]
@@ -101,7 +96,7 @@ def test_basic_get_follows_the_same_order_as_deliveries(conn, ch, quorum):
     consumer = conn.channel()
     consumer.basic_qos(prefetch_count=1)
     consumer.basic_consume(q, lambda c, m, p, b: got.append(b.decode()), auto_ack=False)
-    _pump(conn, lambda: got == ["n1"])
+    pump(conn, lambda: got == ["n1"])
     assert _get_all(ch, q) == ["h3", "h4", "n2", "n3"]
 
 
@@ -130,7 +125,7 @@ def test_where_a_consumers_requeue_goes(conn, ch, quorum, arguments, expected):
     consumer = conn.channel()
     consumer.basic_qos(prefetch_count=1)
     consumer.basic_consume(q, on_message)
-    _pump(conn, lambda: len(got) == 5)
+    pump(conn, lambda: len(got) == 5)
     assert got == expected
 
 

@@ -8,36 +8,22 @@ types in tests/features/test_delivery_limit.py."""
 from __future__ import annotations
 
 import signal
-import time
 
 import pika
 import pytest
 
 from tests.conftest import unique
+from tests.features.conftest import count, get_all
 from tests.support.node import launch, wait_for
 from warrenmq.queues.quorum.machine import DEAD_LETTER_RETRY_MS
 
 QUORUM = {"x-queue-type": "quorum"}
 
 
-def _pump(conn, predicate, timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached before the deadline"
-        conn.process_data_events(time_limit=0.02)
 
 
-def _count(ch, queue: str) -> int:
-    return ch.queue_declare(queue, passive=True).method.message_count
 
 
-def _get_all(ch, queue: str) -> list[tuple[bytes, dict]]:
-    out = []
-    while True:
-        method, props, body = ch.basic_get(queue, auto_ack=True)
-        if method is None:
-            return out
-        out.append((body, props.headers or {}))
 
 
 @pytest.fixture
@@ -90,13 +76,13 @@ def test_at_least_once_holds_a_dead_letter_until_its_target_confirms_it(ch, quor
     # one channel's commands are applied in order: once this get is answered the rejection
     # is applied and the copy was offered to the target, before the target's get below
     assert ch.basic_get(source)[0] is None
-    assert _count(ch, source) == 0  # held dead letters are not counted
+    assert count(ch, source) == 0  # held dead letters are not counted
     # refused by the full target, the dead letter stays in the source and is forwarded
     # again once there is room; at most once it would be lost
     method, _, body = ch.basic_get(target, auto_ack=True)
     assert body == b"filler"
-    wait_for(lambda: _count(ch, target) == 1, 10, what="the dead letter to be forwarded again")
-    [(body, headers)] = _get_all(ch, target)
+    wait_for(lambda: count(ch, target) == 1, 10, what="the dead letter to be forwarded again")
+    [(body, headers)] = get_all(ch, target)
     assert body == b"precious"
     [death] = headers["x-death"]
     assert (death["reason"], death["queue"], death["count"]) == ("rejected", source, 1)
@@ -111,7 +97,7 @@ def test_at_least_once_waits_for_a_missing_target_across_a_restart(node_factory)
     ch.basic_publish("", "source", b"expired", pika.BasicProperties(expiration="1"))
     # the leader's timer expires it (a held dead letter is not counted); a get in the same
     # millisecond as the publish could still have it
-    wait_for(lambda: _count(ch, "source") == 0, 10, what="the message to expire")
+    wait_for(lambda: count(ch, "source") == 0, 10, what="the message to expire")
     ch.basic_publish("", "source", b"rejected")
     method, _, body = ch.basic_get("source")
     assert body == b"rejected"
@@ -125,12 +111,12 @@ def test_at_least_once_waits_for_a_missing_target_across_a_restart(node_factory)
     launch(node)
     conn = pika.BlockingConnection(pika.URLParameters(node.url()))
     ch = conn.channel()
-    assert _count(ch, "source") == 0
+    assert count(ch, "source") == 0
     ch.exchange_declare("later", "fanout")
     ch.queue_declare("dead")
     ch.queue_bind("dead", "later")
-    wait_for(lambda: _count(ch, "dead") == 2, 10, what="the held dead letters")
-    deaths = sorted((b, h["x-death"][0]["reason"]) for b, h in _get_all(ch, "dead"))
+    wait_for(lambda: count(ch, "dead") == 2, 10, what="the held dead letters")
+    deaths = sorted((b, h["x-death"][0]["reason"]) for b, h in get_all(ch, "dead"))
     assert deaths == [(b"expired", "expired"), (b"rejected", "rejected")]
     conn.close()
 
@@ -142,7 +128,7 @@ def test_at_least_once_needs_reject_publish_else_it_is_at_most_once(conn, ch, qu
     ch.basic_publish("", source, b"lost")
     method = ch.basic_get(source)[0]
     ch.basic_reject(method.delivery_tag, requeue=False)
-    wait_for(lambda: _count(ch, source) == 0, 5, what="the rejection")
+    wait_for(lambda: count(ch, source) == 0, 5, what="the rejection")
     dead = unique("dead")
     ch.queue_declare(dead, exclusive=True)
     ch.queue_bind(dead, dlx)
@@ -152,9 +138,9 @@ def test_at_least_once_needs_reject_publish_else_it_is_at_most_once(conn, ch, qu
     ch.basic_publish("", source, b"now")
     method = ch.basic_get(source)[0]
     ch.basic_reject(method.delivery_tag, requeue=False)
-    wait_for(lambda: _count(ch, dead) == 1, 5, what="the second rejection")
+    wait_for(lambda: count(ch, dead) == 1, 5, what="the second rejection")
     conn.process_data_events(time_limit=DEAD_LETTER_RETRY_MS / 1000 + 0.5)  # a window, no sync
-    assert [b for b, _ in _get_all(ch, dead)] == [b"now"]
+    assert [b for b, _ in get_all(ch, dead)] == [b"now"]
 
 
 # -- what quorum queues do not have -------------------------------------------------------------
@@ -201,7 +187,7 @@ def test_a_consumer_keeps_an_expiring_quorum_queue_alive(conn, ch, quorum):
     consumer = conn.channel()
     tag = consumer.basic_consume(q, lambda *a: None)
     conn.process_data_events(time_limit=1.0)  # over three expiry periods with a consumer
-    assert _count(ch, q) == 0  # still there
+    assert count(ch, q) == 0  # still there
     consumer.basic_cancel(tag)
 
     def gone() -> bool:
@@ -235,8 +221,8 @@ def test_arguments_and_policy_combine_as_rabbitmq_3_10_combines_them(node_factor
 
     def trimmed_to_two() -> bool:
         ch.basic_publish("", "q", b"m")  # never nacked once drop-head is in force
-        return _count(ch, "q") == 2 and _count(ch, "by-arg-dead") > 0
+        return count(ch, "q") == 2 and count(ch, "by-arg-dead") > 0
 
     wait_for(trimmed_to_two, 5, what="the policy to apply")
-    assert _count(ch, "by-policy-dead") == 0
+    assert count(ch, "by-policy-dead") == 0
     conn.close()

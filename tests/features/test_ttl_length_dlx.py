@@ -10,21 +10,8 @@ import pika
 import pytest
 
 from tests.conftest import unique
-from tests.features.conftest import declare_queue
+from tests.features.conftest import count, declare_queue, get_all
 from tests.support.node import wait_for
-
-
-def _count(ch, queue: str) -> int:
-    return ch.queue_declare(queue, passive=True).method.message_count
-
-
-def _get_all(ch, queue: str) -> list[tuple[bytes, dict]]:
-    out = []
-    while True:
-        method, props, body = ch.basic_get(queue, auto_ack=True)
-        if method is None:
-            return out
-        out.append((body, props.headers or {}))
 
 
 def _dlx_pair(ch, declare, **args) -> tuple[str, str, str]:
@@ -41,9 +28,9 @@ def _dlx_pair(ch, declare, **args) -> tuple[str, str, str]:
 def test_queue_ttl_expires_messages_into_the_dlx_with_x_death(ch, declare):
     q, dead, dlx = _dlx_pair(ch, declare, **{"x-message-ttl": 100})
     ch.basic_publish("", q, b"old", pika.BasicProperties(headers={"k": "v"}))
-    wait_for(lambda: _count(ch, dead) == 1, 5, what="the message to expire")
-    assert _count(ch, q) == 0
-    [(body, headers)] = _get_all(ch, dead)
+    wait_for(lambda: count(ch, dead) == 1, 5, what="the message to expire")
+    assert count(ch, q) == 0
+    [(body, headers)] = get_all(ch, dead)
     assert body == b"old" and headers["k"] == "v"
     [death] = headers["x-death"]
     assert death["count"] == 1 and death["reason"] == "expired" and death["queue"] == q
@@ -56,11 +43,11 @@ def test_per_message_ttl_and_original_expiration(ch, declare, queue_type):
     q, dead, _ = _dlx_pair(ch, declare)
     ch.basic_publish("", q, b"short", pika.BasicProperties(expiration="50"))
     ch.basic_publish("", q, b"forever")
-    wait_for(lambda: _count(ch, dead) == 1, 5, what="the short-lived message to expire")
-    [(body, headers)] = _get_all(ch, dead)
+    wait_for(lambda: count(ch, dead) == 1, 5, what="the short-lived message to expire")
+    [(body, headers)] = get_all(ch, dead)
     assert body == b"short"
     assert headers["x-death"][0]["original-expiration"] == "50"
-    [(body, headers)] = _get_all(ch, q)
+    [(body, headers)] = get_all(ch, q)
     assert body == b"forever"
     # a quorum queue counts failed deliveries on every basic.get (RabbitMQ 3.10)
     assert headers == ({} if queue_type == "classic" else {"x-delivery-count": 0})
@@ -98,10 +85,10 @@ def test_rejected_messages_are_dead_lettered(ch, declare):
     m2 = ch.basic_get(q)[0]
     ch.basic_reject(m1.delivery_tag, requeue=False)
     ch.basic_nack(m2.delivery_tag, requeue=True)  # requeued: not dead
-    wait_for(lambda: _count(ch, dead) == 1, 5, what="the rejection")
-    [(body, headers)] = _get_all(ch, dead)
+    wait_for(lambda: count(ch, dead) == 1, 5, what="the rejection")
+    [(body, headers)] = get_all(ch, dead)
     assert body == b"a" and headers["x-death"][0]["reason"] == "rejected"
-    assert _count(ch, q) == 1
+    assert count(ch, q) == 1
 
 
 def test_x_death_counts_repeated_deaths_in_the_same_queue(ch, declare):
@@ -112,7 +99,7 @@ def test_x_death_counts_repeated_deaths_in_the_same_queue(ch, declare):
     for _ in range(2):
         m = ch.basic_get(q)[0]
         ch.basic_reject(m.delivery_tag, requeue=False)
-        wait_for(lambda: _count(ch, q) == 1, 5, what="the message to come back")
+        wait_for(lambda: count(ch, q) == 1, 5, what="the message to come back")
     _, props, _ = ch.basic_get(q, auto_ack=True)
     [death] = props.headers["x-death"]
     assert death["count"] == 2 and death["reason"] == "rejected"
@@ -126,15 +113,15 @@ def test_expiry_cycle_is_dropped(ch, declare):
     ch.queue_bind(q, dlx)
     ch.basic_publish("", q, b"loop")
     time.sleep(0.3)  # several TTLs: with no cycle detection it would keep coming back
-    wait_for(lambda: _count(ch, q) == 0, 5, what="the cycling message to be dropped")
+    wait_for(lambda: count(ch, q) == 0, 5, what="the cycling message to be dropped")
 
 
 def test_max_length_drop_head_dead_letters_the_oldest(ch, declare):
     q, dead, _ = _dlx_pair(ch, declare, **{"x-max-length": 2})
     for body in (b"1", b"2", b"3", b"4"):
         ch.basic_publish("", q, body)
-    assert [b for b, _ in _get_all(ch, q)] == [b"3", b"4"]
-    dead_letters = _get_all(ch, dead)
+    assert [b for b, _ in get_all(ch, q)] == [b"3", b"4"]
+    dead_letters = get_all(ch, dead)
     assert [b for b, _ in dead_letters] == [b"1", b"2"]
     assert dead_letters[0][1]["x-death"][0]["reason"] == "maxlen"
 
@@ -143,7 +130,7 @@ def test_max_length_bytes(ch, declare):
     q = declare(ch, arguments={"x-max-length-bytes": 10})
     for body in (b"12345", b"67890", b"abcde"):
         ch.basic_publish("", q, body)
-    assert [b for b, _ in _get_all(ch, q)] == [b"67890", b"abcde"]
+    assert [b for b, _ in get_all(ch, q)] == [b"67890", b"abcde"]
 
 
 def test_reject_publish_nacks_the_publisher(ch, declare):
@@ -151,9 +138,9 @@ def test_reject_publish_nacks_the_publisher(ch, declare):
     ch.basic_publish("", q, b"fits")
     with pytest.raises(pika.exceptions.NackError):
         ch.basic_publish("", q, b"refused")
-    assert [b for b, _ in _get_all(ch, q)] == [b"fits"]
+    assert [b for b, _ in get_all(ch, q)] == [b"fits"]
     ch.basic_publish("", q, b"room again")  # confirms keep working after a nack
-    assert [b for b, _ in _get_all(ch, q)] == [b"room again"]
+    assert [b for b, _ in get_all(ch, q)] == [b"room again"]
 
 
 def test_reject_publish_dlx_dead_letters_the_refused(ch, declare, queue_type):
@@ -164,10 +151,10 @@ def test_reject_publish_dlx_dead_letters_the_refused(ch, declare, queue_type):
     # drop-head there): the refused message is nacked and dead-lettered, the queue keeps its
     with pytest.raises(pika.exceptions.NackError):
         ch.basic_publish("", q, b"refused")
-    wait_for(lambda: _count(ch, dead) == 1, 5, what="the refused message dead-lettered")
-    [(body, headers)] = _get_all(ch, dead)
+    wait_for(lambda: count(ch, dead) == 1, 5, what="the refused message dead-lettered")
+    [(body, headers)] = get_all(ch, dead)
     assert body == b"refused" and headers["x-death"][0]["reason"] == "maxlen"
-    assert [b for b, _ in _get_all(ch, q)] == [b"fits"]
+    assert [b for b, _ in get_all(ch, q)] == [b"fits"]
 
 
 def test_queue_expires_when_unused(ch, queue_type):
@@ -210,11 +197,11 @@ def test_policies_set_ttl_length_and_dlx(node_factory, queue_type):
                  '{"max-length": 1, "dead-letter-exchange": "dlx"}', "--apply-to", "queues")
     assert r.returncode == 0, r.stderr
     # existing queues take the policy at once: the two oldest are dropped into the DLX
-    wait_for(lambda: _count(ch, "dead") == 2, 5, what="the policy to apply")
-    assert [b for b, _ in _get_all(ch, "limited")] == [b"3"]
+    wait_for(lambda: count(ch, "dead") == 2, 5, what="the policy to apply")
+    assert [b for b, _ in get_all(ch, "limited")] == [b"3"]
     r = node.ctl("set_policy", "ttl", "^limited$", '{"message-ttl": 50, '
                  '"dead-letter-exchange": "dlx"}', "--priority", "5", "--apply-to", "queues")
     assert r.returncode == 0, r.stderr
     ch.basic_publish("", "limited", b"short-lived")
-    wait_for(lambda: _count(ch, "dead") == 3, 5, what="the policy TTL")
+    wait_for(lambda: count(ch, "dead") == 3, 5, what="the policy TTL")
     conn.close()

@@ -24,6 +24,7 @@ when forming the cluster fails half-way; `cluster_factory` is the same as a fixt
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import socket
@@ -34,6 +35,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
+import pika
+import pika.exceptions
 import pytest
 
 from tests.support.node import Node, launch, prepare_node, spawn, wait_ready
@@ -48,6 +51,18 @@ POLL_INTERVAL_S = 0.1
 
 class ClusterError(RuntimeError):
     """The cluster could not be started or formed; the message says which step failed."""
+
+
+@contextmanager
+def connect(node: Node) -> Iterator[pika.BlockingConnection]:
+    """A pika connection to `node`, closed on the way out unless its node died meanwhile."""
+    conn = pika.BlockingConnection(pika.URLParameters(node.url()))
+    try:
+        yield conn
+    finally:
+        if conn.is_open:
+            with contextlib.suppress(pika.exceptions.AMQPError):  # its node may be dead
+                conn.close()
 
 
 def free_port() -> int:
