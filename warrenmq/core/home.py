@@ -27,7 +27,7 @@ from ..amqp.constants import ACCESS_REFUSED, INTERNAL_ERROR, NOT_FOUND, PRECONDI
 from ..amqp.errors import AMQPError
 from .consumer import Consumer
 from .message import Message
-from .pending import Pending
+from .pending import Pending, when_all_true
 from .remote import ACK, REJECT, REQUEUE, Outbox
 
 if TYPE_CHECKING:
@@ -142,7 +142,9 @@ class Home:
     def _reply(self, peer: str, ref: int, value: Any) -> None:
         self.outbox.post(peer, ["reply", ref, True, value])
 
-    def _refuse(self, peer: str, ref: int, error: AMQPError) -> None:
+    def _refuse(self, peer: str, ref: int, error: BaseException) -> None:
+        if not isinstance(error, AMQPError):  # a failure of the queue itself, not a refusal
+            error = AMQPError(INTERNAL_ERROR, str(error))
         self.outbox.post(peer, ["reply", ref, False, [error.reply_code, error.text]])
 
     def _queue(self, target: list) -> ClassicQueue | None:
@@ -164,7 +166,7 @@ class Home:
         return s
 
     # -- publishing ---------------------------------------------------------------------------
-    def _pub(self, peer: str, item: list) -> None:  # noqa: ARG002 - confirmed in end_batch
+    def _pub(self, peer: str, item: list) -> None:
         _, ref, targets, pair, header, body, published_ms, ttl_ms = item
         queues = [q for q in map(self._queue, targets) if q is not None]
         exchange, routing_key, ex_ss, rk_ss = codec.names(pair)
@@ -178,21 +180,8 @@ class Home:
             (self._refused if refused else self._ok).append(ref)
             return
         # a replicated queue's copy is confirmed once committed (each wait resolves True)
-        left = [len(waits)]
-
-        def one(p: Pending) -> None:
-            if left[0] <= 0:
-                return
-            if p.error is not None or not p.value:
-                left[0] = 0
-                self.outbox.post(peer, ["conf", [], [ref]])
-                return
-            left[0] -= 1
-            if left[0] == 0:
-                self.outbox.post(peer, ["conf", [ref], []])
-
-        for p in waits:
-            p.on_done(one)
+        when_all_true(waits, lambda ok: self.outbox.post(
+            peer, ["conf", [ref], []] if ok else ["conf", [], [ref]]))
 
     # -- consumers ----------------------------------------------------------------------------
     def _consume(self, peer: str, item: list) -> None:
@@ -230,9 +219,7 @@ class Home:
                 self._reply(peer, ref, None)
                 return
             self._drop(peer, cid)
-            error = p.error if isinstance(p.error, AMQPError) else \
-                AMQPError(INTERNAL_ERROR, str(p.error))
-            self._refuse(peer, ref, error)
+            self._refuse(peer, ref, p.error)
 
         try:
             q.add_consumer(consumer).on_done(added)
@@ -352,8 +339,7 @@ class Home:
             if p.error is None:
                 self._got(peer, ref, cid, q, p.value)
             else:
-                self._refuse(peer, ref, p.error if isinstance(p.error, AMQPError)
-                             else AMQPError(INTERNAL_ERROR, str(p.error)))
+                self._refuse(peer, ref, p.error)
 
         q.take().on_done(taken)
 
@@ -392,8 +378,7 @@ class Home:
                 reply = p.value
                 self._reply(peer, ref, reply[1] if isinstance(reply, list | tuple) else reply)
             else:
-                self._refuse(peer, ref, p.error if isinstance(p.error, AMQPError)
-                             else AMQPError(INTERNAL_ERROR, str(p.error)))
+                self._refuse(peer, ref, p.error)
 
         purged.on_done(done)
 
@@ -416,10 +401,8 @@ class Home:
         def deleted(p: Pending) -> None:
             if p.error is None:
                 self._reply(peer, ref, count)
-            elif isinstance(p.error, AMQPError):
-                self._refuse(peer, ref, p.error)
             else:
-                self._refuse(peer, ref, AMQPError(INTERNAL_ERROR, str(p.error)))
+                self._refuse(peer, ref, p.error)
 
         self.node.delete_queue(q).on_done(deleted)
 

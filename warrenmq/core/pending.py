@@ -57,3 +57,26 @@ def resolved(value: Any) -> Pending:
     p = Pending()
     p.resolve(value)
     return p
+
+
+def when_all_true(waits: list[Pending], done: Callable[[bool], None]) -> None:
+    """done(True) once every wait resolved truthy; done(False) as soon as one did not (a
+    message confirmed only once every queue it went to has it)."""
+    if not waits:
+        done(True)
+        return
+    left = [len(waits)]
+
+    def one(p: Pending) -> None:
+        if left[0] <= 0:
+            return
+        if p.error is not None or not p.value:
+            left[0] = 0
+            done(False)
+            return
+        left[0] -= 1
+        if left[0] == 0:
+            done(True)
+
+    for p in waits:
+        p.on_done(one)

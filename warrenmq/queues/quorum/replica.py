@@ -49,7 +49,7 @@ from ...amqp.codec import encode_header_payload, names
 from ...amqp.constants import ACCESS_REFUSED, NOT_IMPLEMENTED, PRECONDITION_FAILED
 from ...amqp.errors import AMQPError
 from ...core.message import FLAG_PRIORITY, Message
-from ...core.pending import Pending
+from ...core.pending import Pending, when_all_true
 from .commands import (
     Meta,
     make_cancel,
@@ -434,7 +434,7 @@ class QuorumQueue:
         for index, waits in zip(indexes, outcomes, strict=False):
             if waits is not None:
                 self._forwarding.add(index)
-                _when_all_confirmed(waits, partial(self._forwarded, index))
+                when_all_true(waits, partial(self._forwarded, index))
         settled, self._settled_now = self._settled_now, None
         if settled:
             self._submit(make_dead_letter_settle(settled))
@@ -486,28 +486,6 @@ def _held_by(consumer: Consumer, queue: QuorumQueue) -> list[int]:
         if op[0] == "settle":
             held += [v for _, v in op[1]]
     return sorted(entry[0] for q, entry, c in held if c is consumer and q is queue)
-
-
-def _when_all_confirmed(waits: list[Pending], done: Callable[[bool], None]) -> None:
-    """done(True) once every wait resolved truthy; done(False) as soon as one did not."""
-    if not waits:
-        done(True)
-        return
-    left = [len(waits)]
-
-    def one(p: Pending) -> None:
-        if left[0] <= 0:
-            return
-        if p.error is not None or not p.value:
-            left[0] = 0
-            done(False)
-            return
-        left[0] -= 1
-        if left[0] == 0:
-            done(True)
-
-    for p in waits:
-        p.on_done(one)
 
 
 def _by_consumer(entries: list[tuple]) -> dict[str, list[int]]:
