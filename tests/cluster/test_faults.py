@@ -36,6 +36,7 @@ from tests.support.cluster import (
     ctl_ok,
     listing,
     restart,
+    revive,
     running_cluster,
     wait_cluster,
 )
@@ -111,10 +112,7 @@ def faults_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[No
 
 @pytest.fixture
 def faults_healthy_cluster(faults_cluster: list[Node]) -> Iterator[list[Node]]:
-    for node in faults_cluster:
-        if node.proc is None or node.proc.poll() is not None:
-            launch(node)
-    wait_cluster(faults_cluster, timeout_s=SEEN_S)
+    revive(faults_cluster, timeout_s=SEEN_S)
     yield faults_cluster
     for node in faults_cluster:
         if node.proc is not None and node.proc.poll() is None:

@@ -32,7 +32,7 @@ import pika.exceptions
 import pytest
 
 from tests.conftest import unique
-from tests.support.cluster import connect, listing, running_cluster, wait_cluster
+from tests.support.cluster import connect, listing, revive, running_cluster, wait_cluster
 from tests.support.node import Node, launch, wait_for
 
 SEEN_S = 30.0
@@ -84,11 +84,7 @@ def forwarding_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[lis
 
 @pytest.fixture
 def healthy(forwarding_cluster: list[Node]) -> list[Node]:
-    for node in forwarding_cluster:
-        if node.proc is None or node.proc.poll() is not None:
-            launch(node)
-    wait_cluster(forwarding_cluster, timeout_s=SEEN_S)
-    return forwarding_cluster
+    return revive(forwarding_cluster, timeout_s=SEEN_S)
 
 
 # -- publishing and consuming across nodes ------------------------------------------------------

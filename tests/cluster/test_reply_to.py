@@ -30,8 +30,8 @@ import pika.exceptions
 import pytest
 
 from tests.conftest import unique
-from tests.support.cluster import connect, running_cluster, wait_cluster
-from tests.support.node import Node, launch, wait_for
+from tests.support.cluster import connect, revive, running_cluster
+from tests.support.node import Node, wait_for
 
 SEEN_S = 30.0
 DEADLINE_S = 30.0
@@ -136,11 +136,7 @@ def reply_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Nod
 
 @pytest.fixture
 def healthy(reply_cluster: list[Node]) -> list[Node]:
-    for node in reply_cluster:
-        if node.proc is None or node.proc.poll() is not None:
-            launch(node)
-    wait_cluster(reply_cluster, timeout_s=SEEN_S)
-    return reply_cluster
+    return revive(reply_cluster, timeout_s=SEEN_S)
 
 
 @pytest.fixture

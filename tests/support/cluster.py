@@ -255,6 +255,16 @@ def start_cluster(tmp: Path, n: int = 3, formation: Formation = "join",
     return nodes
 
 
+def revive(nodes: Sequence[Node], timeout_s: float = 30.0) -> list[Node]:
+    """Start again every node of a shared cluster that a test left dead, and wait until all
+    of them run and see each other (a module-scoped cluster handed to the next test)."""
+    for node in nodes:
+        if node.proc is None or node.proc.poll() is not None:
+            launch(node)
+    wait_cluster(nodes, timeout_s=timeout_s)
+    return list(nodes)
+
+
 def restart(node: Node, timeout_s: float = 30.0) -> Node:
     """SIGTERM the node, then start it again on the same data, name and ports."""
     node.stop()
