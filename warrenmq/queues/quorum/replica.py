@@ -113,6 +113,7 @@ class QuorumQueue:
         self.waiting: dict[int, Pending] = {}
         self.applied = Applied()  # replicated: which (origin, ref) were applied
         self._next_ref = 0
+        self._low_ref = 1
         self._next_cid = 0
         self.deleted = False
         self.had_consumers = False
@@ -303,7 +304,12 @@ class QuorumQueue:
         p = Pending()
         self.waiting[ref] = p
         ts = int(self.clock() if ts_ms is None else ts_ms)
-        low = min(self.waiting)  # dicts keep insertion order, but refused refs leave holes
+        # the lowest ref still waiting: refs are consecutive, so it only moves up (amortised
+        # O(1) on this per-message path, where min() over the window would not be)
+        low = self._low_ref
+        while low < ref and low not in self.waiting:
+            low += 1
+        self._low_ref = low
         data = msgpack.packb([self.origin, ref, ts, list(cmd), extra, low], use_bin_type=True)
         sent = self.propose(data, lambda: ref in self.waiting)
         sent.on_done(lambda s: s.error is None or self._refused(ref, s.error))
