@@ -10,8 +10,34 @@ inaccessible", see `home_down_error`); it is put back when the home returns.
 A replicated queue (quorum, or classic under an ha-* policy) with no replica on this node is
 used the same way, its home being one of its members (`Remotes.home_for`): that member's
 replica takes the calls as it takes its local channels' (its proposals reach the group's
-leader wherever it is). When that member goes away another one serves at once: consumers get
-a basic.cancel (consumer_cancel_notify) and consume again, in-flight publishes are nacked.
+leader wherever it is).
+
+Failover of a replicated queue's home. When the link to the member serving it drops and
+another member is reachable, the proxy is *re-homed* there and stays in routing; the client
+is told nothing, as RabbitMQ tells a quorum queue's consumer nothing when a member dies:
+  - each consumer is registered again at the new home under a new consumer id, same tag on
+    the client's channel, same prefetch; one that consumed with `x-cancel-on-ha-failover:
+    true` on a classic queue under an ha-* policy gets basic.cancel instead (RabbitMQ's
+    opt-in for mirrored queues; it ignores it on quorum queues, and so do we). A refusal of
+    the new registration ("in exclusive use" while the group has not yet let go of the dead
+    member's consumer) is retried once a tick for CALL_TICKS ticks, then the consumer is
+    cancelled; a consume not yet answered by the dead home is simply sent again;
+  - what the dead member had checked out to this node's consumers is returned to the queue
+    by the replicated state itself (the leader's `down` for that node) and comes again,
+    redelivered, through the new registration: at least once;
+  - delivery tags the client holds from the dead home stay in its channel's unacked map and
+    count against its prefetch until it settles them, as in RabbitMQ's channel; settling
+    one is no error, and is dropped here: a settlement names the consumer id it came with,
+    and ids issued before the last change of home (`RemoteQueue.fresh_after`; ids only grow)
+    never reach the new home, where the same sequence number would name another message.
+    The new registration may be sent up to the whole prefetch: deliveries beyond what the
+    client may take while it still holds old tags wait here (`held`) until it acks them;
+  - deliveries held here from the dead home are dropped (returned by the group), save
+    no_ack ones, which the home had already settled and still reach the client;
+  - calls waiting for the dead home fail as before: an in-flight publish is nacked, a
+    basic.get refused; the next ones go to the new home.
+With no other member reachable the proxy is detached as a classic queue's is. A classic
+queue's home dying always detaches it (consumers get basic.cancel), as in RabbitMQ 3.10.
 
 The channel makes of a RemoteQueue the calls it makes of any queue (enqueue, add/remove
 consumer, settle, requeue, take, purge, dispatch). Each becomes an *item* in the home's
@@ -23,7 +49,8 @@ consumer, then its cancel's answer). The home's side is `core/home.py`. The item
   consume -> reply  the home adds a proxy consumer, answers, then delivers (`dlv`) while the
                     consumer has credit
   credit            more deliveries this node can take for one consumer
-  settle            ack / reject / requeue, by the home's sequence numbers
+  settle            ack / reject / requeue, by the home's sequence numbers (under the
+                    consumer id the deliveries came with)
   cancel -> reply   answered after the consumer's last delivery went out; deliveries that
                     reach this node after its consumer is gone are sent back (requeue)
   get, count, purge, delete -> reply
@@ -51,7 +78,7 @@ from typing import TYPE_CHECKING, Any
 from pamqp import commands as C
 
 from ..amqp import codec
-from ..amqp.constants import INTERNAL_ERROR, NOT_FOUND
+from ..amqp.constants import ACCESS_REFUSED, INTERNAL_ERROR, NOT_FOUND
 from ..amqp.errors import AMQPError
 from ..meta.policies import effective_policy
 from .message import Message
@@ -68,6 +95,7 @@ WINDOW = 256  # deliveries in flight for a consumer that no prefetch limits
 BATCH_BYTES = 1 << 20  # a peer's items are cut into link messages of about this size
 CALL_TICKS = 15  # shell ticks (seconds) a call waits for its answer
 ITEM_OVERHEAD_BYTES = 32
+CANCEL_ON_FAILOVER = "x-cancel-on-ha-failover"  # a consume argument: cancel, do not re-home
 
 
 def home_down_error(record: QueueRecord) -> AMQPError:
@@ -75,6 +103,11 @@ def home_down_error(record: QueueRecord) -> AMQPError:
     kind = "durable queue" if record.durable else "queue"
     return AMQPError(NOT_FOUND, f"home node '{record.node}' of {kind} '{record.name}' in "
                      f"vhost '{record.vhost}' is down or inaccessible")
+
+
+def cid_number(cid: str) -> int:
+    """The counter part of a consumer id `TOKEN.N` (ids of one incarnation only grow)."""
+    return int(cid.rpartition(".")[2])
 
 
 def is_remote_classic(record: QueueRecord, me: str) -> bool:
@@ -147,19 +180,35 @@ class _Call:
 class Sub:
     """One local consumer of a remote queue: its id at the home, credit, held deliveries."""
 
-    __slots__ = ("cid", "consumer", "queue", "credit", "held", "confirmed")
+    __slots__ = ("cid", "consumer", "queue", "credit", "held", "confirmed", "consumed",
+                 "retries")
 
     def __init__(self, cid: str, consumer: Consumer, queue: RemoteQueue) -> None:
-        self.cid = cid
+        self.cid = cid  # a new one at each (re-)registration
         self.consumer = consumer
         self.queue = queue
         self.credit = 0  # deliveries the home may still send
         self.held: deque[tuple] = deque()  # arrived, waiting for room on the channel
-        self.confirmed = False  # the home answered the consume
+        self.confirmed = False  # the client has its consume-ok
+        self.consumed = Pending()  # resolved with the first home's answer (consume-ok)
+        self.retries = 0  # refused re-registrations so far
 
     def limited(self) -> bool:
         c = self.consumer
         return not c.no_ack and bool(c.prefetch or c.channel.global_prefetch)
+
+    def capacity(self) -> int:
+        """What a replicated queue's home may hold checked out to this consumer: its prefetch
+        (or a window without one). The group's machine enforces it as the consumer's
+        prefetch; what the client may not take yet waits in `held`."""
+        c = self.consumer
+        room = WINDOW
+        if self.limited():
+            if c.prefetch:
+                room = min(room, c.prefetch)
+            if c.channel.global_prefetch:
+                room = min(room, c.channel.global_prefetch)
+        return room
 
     def want(self) -> int:
         """Credit to grant now so that the home may send what the client may take."""
@@ -223,6 +272,9 @@ class RemoteQueue:
         self.published = self.delivered = self.acked = 0
         self._unacked = 0
         self._get_cid = ""  # this node's basic.get session at the home
+        # consumer ids numbered up to this one were issued for a former home (or before the
+        # home was lost): their settlements are dropped, never sent to the current home
+        self.fresh_after = 0
         self._when_deleted: list[Callable[[], None]] = []
 
     # -- what the channel and the listings read --------------------------------------------
@@ -278,23 +330,54 @@ class RemoteQueue:
 
     # -- consumers ----------------------------------------------------------------------------
     def add_consumer(self, consumer: Consumer) -> Pending:
-        remotes = self.remotes
-        sub = Sub(remotes.new_cid(), consumer, self)
+        """The Pending resolves (consume-ok) once a home took the consumer; the one it was
+        sent to may die meanwhile, then another is asked."""
+        sub = Sub(self.remotes.new_cid(), consumer, self)
         self.subs[consumer] = sub
-        remotes.subs[sub.cid] = sub
+        self.remotes.subs[sub.cid] = sub
         self.consumers.append(consumer)
-        sub.credit = max(0, sub.want())
-        p = remotes.request(self, ["consume", 0, self.target, sub.cid, consumer.exclusive,
-                                   consumer.priority, consumer.no_ack, sub.credit])
+        self._register(sub)
+        return sub.consumed
+
+    def _register(self, sub: Sub) -> None:
+        """Ask the current home to take the consumer under `sub.cid`."""
+        consumer, cid = sub.consumer, sub.cid
+        # a replicated queue's machine keeps the first grant as the consumer's prefetch for
+        # good: it must be the whole window, never 0 (which the machine reads as no limit)
+        sub.credit = sub.capacity() if self.record.members else max(0, sub.want())
+        p = self.remotes.request(self, ["consume", 0, self.target, cid, consumer.exclusive,
+                                        consumer.priority, consumer.no_ack, sub.credit])
 
         def answered(p: Pending) -> None:
+            if sub.cid != cid:
+                return  # registered again meanwhile: that answer counts
             if p.error is None:
                 sub.confirmed = True
-            else:
+                sub.retries = 0
+                sub.consumed.resolve(None)
+            elif not sub.confirmed:  # the channel still waits: the consume fails
                 self._forget(consumer)
+                sub.consumed.fail(p.error)
+            elif self.subs.get(consumer) is not sub:
+                return  # cancelled meanwhile (by the client, or its home was lost)
+            elif (isinstance(p.error, AMQPError) and p.error.reply_code == ACCESS_REFUSED
+                  and sub.retries < CALL_TICKS and self.attached):
+                # the group still has the dead home's registration of an exclusive consumer
+                # until its leader applies that node's `down`
+                sub.retries += 1
+                self.remotes.retry.append(sub)
+            else:
+                self.cancelled(consumer)  # the new home refused it: the client is told
 
         p.on_done(answered)
-        return p
+
+    def _reregister(self, sub: Sub) -> None:
+        """A failed-over consumer: a new id at the current home (see `rehome`)."""
+        remotes = self.remotes
+        remotes.subs.pop(sub.cid, None)
+        sub.cid = remotes.new_cid()
+        remotes.subs[sub.cid] = sub
+        self._register(sub)
 
     def remove_consumer(self, consumer: Consumer) -> Pending | None:
         """The consumer is cancelled here; the Pending is the home's answer (after its last
@@ -364,7 +447,10 @@ class RemoteQueue:
                 by_cid.setdefault(cid, []).append(entry[0])
         post = self.remotes.outbox.post
         for cid, seqs in by_cid.items():
-            post(self.home, ["settle", cid, op, seqs])
+            # a delivery of a home this node lost: that home's group (or the home itself,
+            # told to `forget`) returned it already; its seq means nothing to the new home
+            if cid_number(cid) > self.fresh_after:
+                post(self.home, ["settle", cid, op, seqs])
 
     # -- requests -----------------------------------------------------------------------------
     def take(self) -> Pending:
@@ -432,6 +518,7 @@ class RemoteQueue:
             if qs.get(self.name) is self:
                 del qs[self.name]
         self.attached = False
+        self.fresh_after = self.remotes.last_cid()
         forgotten = self.remotes.forgotten.setdefault(self.home, [])
         if self._get_cid:
             forgotten.append(self._get_cid)
@@ -443,6 +530,28 @@ class RemoteQueue:
                 self.cancelled(consumer)
             else:
                 self._forget(consumer)  # its consume call fails: the channel says why
+
+    def rehome(self, home: str) -> None:
+        """The member serving this replicated queue is lost and `home`, another member, is
+        reachable: the proxy stays in routing and its consumers carry on through `home`
+        (see the module docstring)."""
+        old, self.home = self.home, home
+        self.fresh_after = self.remotes.last_cid()
+        forgotten = self.remotes.forgotten.setdefault(old, [])
+        if self._get_cid:
+            forgotten.append(self._get_cid)
+            self._get_cid = ""
+        for consumer, sub in list(self.subs.items()):
+            forgotten.append(sub.cid)
+            if not consumer.no_ack:
+                sub.held.clear()  # the group returns them to the queue
+            # RabbitMQ honours the opt-in for mirrored classic queues only (a quorum queue's
+            # consumer is never told)
+            if (sub.confirmed and self.record.type == "classic"
+                    and consumer.arguments.get(CANCEL_ON_FAILOVER) is True):
+                self.cancelled(consumer)
+            else:
+                self._reregister(sub)
 
     def delete(self) -> None:
         """The queue is gone from the metadata (Node._queue_gone cancels the consumers)."""
@@ -482,6 +591,7 @@ class Remotes:
         self.subs: dict[str, Sub] = {}
         self.calls: dict[str, dict[int, _Call]] = {}
         self.forgotten: dict[str, list[str]] = {}  # home -> ids to `forget` when it is back
+        self.retry: list[Sub] = []  # re-registrations to send again at the next tick
         self.ticks = 0
         self._next_ref = 0
         self._next_cid = 0
@@ -490,6 +600,10 @@ class Remotes:
     def new_cid(self) -> str:
         self._next_cid += 1
         return f"{self.token}.{self._next_cid}"
+
+    def last_cid(self) -> int:
+        """The number of the last consumer id issued (see `cid_number`)."""
+        return self._next_cid
 
     def request(self, q: RemoteQueue, item: list, convert: Callable[[Any], Any] | None = None,
                 size: int = 0) -> Pending:
@@ -592,16 +706,22 @@ class Remotes:
 
     # -- links ----------------------------------------------------------------------------------
     def peer_down(self, peer: str) -> None:
-        """A home is unreachable: its queues leave routing, their consumers are cancelled,
-        and every call waiting for it fails (a publish is nacked)."""
+        """A home is unreachable: a replicated queue it served moves to another reachable
+        member, consumers and all; any other of its queues leaves routing and its consumers
+        are cancelled. Every call waiting for it fails (a publish is nacked)."""
         self._last_pub = None
         for q in list(self.queues.values()):
-            if q.home == peer:
+            if q.home != peer:
+                continue
+            home = self.home_for(q.record) if q.record.members and q.attached else peer
+            if home != peer and self.connected(home):
+                q.rehome(home)
+            else:
                 q.detach()
         calls = self.calls.pop(peer, {})
         for call in calls.values():
             call.pending.fail(call.queue.down_error())
-        self.reconcile()  # replicated queues served by that node: another member serves
+        self.reconcile()
 
     def peer_up(self, peer: str) -> None:
         forgotten = self.forgotten.pop(peer, None)
@@ -610,8 +730,14 @@ class Remotes:
         self.reconcile()
 
     def expire(self) -> None:
-        """One shell tick: calls unanswered for CALL_TICKS ticks fail."""
+        """One shell tick: refused re-registrations are sent again; calls unanswered for
+        CALL_TICKS ticks fail."""
         self.ticks += 1
+        retry, self.retry = self.retry, []
+        for sub in retry:
+            q = sub.queue
+            if q.subs.get(sub.consumer) is sub and q.attached and not q.deleted:
+                q._reregister(sub)
         for peer, calls in list(self.calls.items()):
             late = [ref for ref, call in calls.items() if self.ticks - call.tick > CALL_TICKS]
             for ref in late:
