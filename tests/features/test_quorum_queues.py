@@ -7,6 +7,7 @@ types in tests/features/test_delivery_limit.py."""
 
 from __future__ import annotations
 
+import json
 import signal
 
 import pika
@@ -54,6 +55,28 @@ def _dead_letter_target(ch) -> tuple[str, str]:
     ch.queue_declare(dead, exclusive=True)
     ch.queue_bind(dead, dlx)
     return dlx, dead
+
+
+def _ready_bytes(broker, name: str) -> int:
+    r = broker.ctl("list_queues", "name", "message_bytes_ready", "--formatter", "json")
+    assert r.returncode == 0, r.stderr
+    return next(row["message_bytes_ready"] for row in json.loads(r.stdout) if row["name"] == name)
+
+
+def test_ready_bytes_follow_publishes_deliveries_and_returns(broker, ch, quorum):
+    """`message_bytes_ready` counts the bodies of ready messages only: a delivered one leaves
+    it, a requeued one comes back, an acked one is gone."""
+    name = quorum()
+    for size in (10, 20, 30):
+        ch.basic_publish("", name, b"x" * size)
+    wait_for(lambda: _ready_bytes(broker, name) == 60, 10, what="60 ready bytes")
+    first = ch.basic_get(name)[0]
+    wait_for(lambda: _ready_bytes(broker, name) == 50, 10, what="50 after a get")
+    ch.basic_nack(first.delivery_tag, requeue=True)
+    wait_for(lambda: _ready_bytes(broker, name) == 60, 10, what="60 after the requeue")
+    for _ in range(3):
+        ch.basic_ack(ch.basic_get(name)[0].delivery_tag)
+    wait_for(lambda: _ready_bytes(broker, name) == 0, 10, what="0 once all are acked")
 
 
 # -- at-least-once dead-lettering --------------------------------------------------------------

@@ -3,7 +3,8 @@ invariants checked after every command:
 
 - every accepted message is in exactly one place: ready, checked out by one consumer, held
   as an at-least-once dead letter, settled, dead-lettered (rejected / maxlen /
-  delivery_limit), expired, forwarded (a held dead letter settled), or purged;
+  delivery_limit), expired, forwarded (a held dead letter settled), or purged; the ready
+  bytes add up;
 - a held dead letter is named (`dead_letter_pending`) when it dies and only then, or again
   on a tick; `queue_expired` only comes from a tick, with x-expires and no consumer;
 - a consumer that gets a delivery holds no more than its prefetch afterwards; only active
@@ -246,6 +247,8 @@ class QuorumQueueLog(RuleBasedStateMachine):
         places = [{m.raft_index for m in self.machine.ready}]
         ready_list = [m.raft_index for m in self.machine.ready]
         assert len(ready_list) == len(places[0]) == self.machine.ready.count
+        # the listings read the ready bytes from this counter, not by a scan
+        assert self.machine.ready.bytes == sum(m.size_bytes for m in self.machine.ready)
         for c in self.machine.consumers.values():
             held = [m.raft_index for m, _ in c.checked_out.values()]
             assert len(held) == len(set(held))

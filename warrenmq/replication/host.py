@@ -212,6 +212,9 @@ class RaftHost:
         self._suspected: set[int] = set()
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
+        # asyncio.get_running_loop() makes a getpid() system call on every call (3.11's
+        # fork check): a tenth of a busy leader's time when called per proposal
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
 
     # -- set-up -------------------------------------------------------------------------
@@ -257,6 +260,7 @@ class RaftHost:
         if self._task is not None:
             raise ReplicationError("host already started")
         self._wake = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
         for peer in self._peers:
             self._heard[peer] = 0  # every peer gets a full timeout's grace at start
         self.transport.bind(self.node_id, self._receive)
@@ -282,8 +286,7 @@ class RaftHost:
     def propose(self, group_id: str, data: bytes) -> asyncio.Future[object]:
         """Propose `data`; the future gets `apply`'s result once the entry is committed and
         applied here, or NotLeader (with the leader's node id), LeadershipLost, ..."""
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[object] = loop.create_future()
+        fut: asyncio.Future[object] = self._future()
         g = self._groups.get(group_id)
         if g is None:
             fut.set_exception(UnknownGroup(group_id))
@@ -345,8 +348,7 @@ class RaftHost:
         it): the group needs no record before that location, so segments before
         `location.segment_id` are free of it. If the group meanwhile installed a newer
         snapshot from its leader, that snapshot is rewritten instead and `data` unused."""
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Location] = loop.create_future()
+        fut: asyncio.Future[Location] = self._future()
         g = self._groups.get(group_id)
         if g is None:
             fut.set_exception(UnknownGroup(group_id))
@@ -457,9 +459,12 @@ class RaftHost:
             raise UnknownGroup(group_id)
         return g
 
+    def _future(self) -> asyncio.Future[Any]:
+        return (self._loop or asyncio.get_running_loop()).create_future()
+
     def _new_future(self, group_id: str) -> tuple[asyncio.Future[object], _Group | None]:
         """A future for a proposal, already failed (and no group) if it cannot be made."""
-        fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[object] = self._future()
         g = self._groups.get(group_id)
         if g is None:
             fut.set_exception(UnknownGroup(group_id))
@@ -783,7 +788,7 @@ class RaftHost:
         return voters
 
     async def _durable(self) -> None:
-        fut: asyncio.Future[WALError | None] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[WALError | None] = self._future()
 
         def done(error: WALError | None) -> None:
             if not fut.done():

@@ -447,7 +447,7 @@ class QuorumQueues:
             # others (one link), with no task or request per command; one the leader did
             # not take (it no longer led) is submitted again by the sweep (`_resend`). The
             # replicas drop a second copy, so sending again is always safe.
-            self._in_flight.append((asyncio.get_running_loop().time(), gid, data, waiting,
+            self._in_flight.append((self.app.loop.time(), gid, data, waiting,
                                     sent))
         else:
             self._spawn(self._submit(gid, data, waiting, sent))
@@ -474,7 +474,7 @@ class QuorumQueues:
     def _resend(self) -> None:
         """Commands sent one way and still not applied after RESEND_S take the retrying
         path (a new leader, a lost link); the applied ones are done."""
-        now = asyncio.get_running_loop().time()
+        now = self.app.loop.time()
         flight = self._in_flight
         while flight:
             sent_at, gid, data, waiting, sent = flight[0]

@@ -107,6 +107,9 @@ class QuorumQueue:
         # the indexes of `bodies` in increasing order, so that the release cursor drops the
         # old ones without a scan of every live body
         self._body_order: deque[int] = deque()
+        # the sizes of `bodies`, kept as they change: the listings read them every second
+        self._body_bytes = 0  # bodies
+        self._header_bytes = 0  # encoded headers
         self.consumers: list[Consumer] = []  # the consumers on this node
         self.local: dict[str, Consumer] = {}  # consumer id -> consumer on this node
         self.cid_of: dict[Consumer, str] = {}
@@ -162,16 +165,16 @@ class QuorumQueue:
 
     def live_bytes(self) -> int:
         """About what a snapshot of this replica weighs: its live bodies."""
-        return sum(len(b[2]) + len(b[1]) + 64 for b in self.bodies.values())
+        return self._body_bytes + self._header_bytes + 64 * len(self.bodies)
 
     @property
     def ready_bytes(self) -> int:
-        return sum(m.size_bytes for m in self.machine.ready)
+        return self.machine.ready.bytes
 
     @property
     def resident_bytes(self) -> int:
         """Bodies held in memory here: every live one (they also stay in the log)."""
-        return sum(len(b[2]) for b in self.bodies.values())
+        return self._body_bytes
 
     @property
     def unacked(self) -> int:
@@ -328,6 +331,8 @@ class QuorumQueue:
         if cmd[0] == "enqueue" and extra is not None:
             self.bodies[index] = extra
             self._body_order.append(index)
+            self._body_bytes += len(extra[2])
+            self._header_bytes += len(extra[1])
         reply, effects = self.machine.apply(Meta(index, ts), cmd)
         if origin == self.origin:
             p = self.waiting.pop(ref, None)
@@ -347,7 +352,10 @@ class QuorumQueue:
                 cursor = effect[1]
                 order, bodies = self._body_order, self.bodies
                 while order and order[0] < cursor:
-                    bodies.pop(order.popleft(), None)
+                    gone = bodies.pop(order.popleft(), None)
+                    if gone is not None:
+                        self._body_bytes -= len(gone[2])
+                        self._header_bytes -= len(gone[1])
             elif kind == "consumer_cancelled":
                 consumer = self.local.get(effect[1])
                 if consumer is not None:
@@ -481,6 +489,8 @@ class QuorumQueue:
         self.machine = QuorumMachine.from_snapshot(state)
         self.bodies = {i: b for i, b in sorted(bodies, key=lambda pair: pair[0])}
         self._body_order = deque(self.bodies)
+        self._body_bytes = sum(len(b[2]) for b in self.bodies.values())
+        self._header_bytes = sum(len(b[1]) for b in self.bodies.values())
 
 
 def _held_by(consumer: Consumer, queue: QuorumQueue) -> list[int]:
