@@ -8,12 +8,15 @@ Theory of operation. One loop turn:
    follower gets them in one append); append all their entries, hard states and snapshots
    to the node's one WAL as one batch of records; a leader's appends, heartbeats and
    snapshots leave now, while the write is in flight (Raft thesis 10.2.1: the leader counts
-   itself only once `advance` runs); wait once for the batch to be durable, unless only
-   commit indexes moved (etcd's MustSync: a commit index need not be synchronous);
+   itself only once `advance` runs); so are committed entries applied, through each
+   group's `apply(index, data)`, resolving the proposals they answer (committed means on
+   a majority's disks: a confirm or a delivery need not wait for this turn's new records);
+   then wait once for the batch to be durable, unless only commit indexes moved (etcd's
+   MustSync: a commit index need not be synchronous);
 4. only then send the rest (replies, votes): the messages of every group for one peer go
    in one batch;
-5. apply committed entries through each group's `apply(index, data)`, resolve the
-   proposals they answer, and `advance` every Ready.
+5. `advance` every Ready (a compaction asked for before that snapshots at the index
+   applied, `applied_early`, not the core's).
 Persist-before-reply holds because step 4 starts after step 3's durable callback.
 
 Idle groups cost nothing per tick. The Raft core heartbeats from every leader on every
@@ -140,7 +143,8 @@ class HostStats:
 
 
 class _Group:
-    __slots__ = ("id", "node", "storage", "apply", "restore", "pending", "idle_ticks", "voters")
+    __slots__ = ("id", "node", "storage", "apply", "restore", "pending", "idle_ticks", "voters",
+                 "applied_early")
 
     def __init__(
         self,
@@ -159,6 +163,9 @@ class _Group:
         self.pending: dict[int, tuple[int, asyncio.Future[object]]] = {}
         self.idle_ticks = 0
         self.voters: frozenset[int] = frozenset()  # as counted in the host's peer set
+        # the last entry applied while its turn waited for the disk (the core learns it at
+        # `advance`): a compaction asked for meanwhile snapshots the state at this index
+        self.applied_early = 0
 
 
 @dataclass(slots=True)
@@ -355,7 +362,8 @@ class RaftHost:
         elif self._stopping or self._task is None:
             fut.set_exception(HostStopped(f"node {self.node_id} is not running"))
         else:
-            self._compactions.append(_Compaction(g, g.node.applied_index, bytes(data), fut))
+            index = max(g.node.applied_index, g.applied_early)
+            self._compactions.append(_Compaction(g, index, bytes(data), fut))
             self._kick()
         return fut
 
@@ -650,6 +658,7 @@ class RaftHost:
                 was = g.storage.hard_state
                 must_wait = must_wait or hs.term != was.term or hs.vote != was.vote
         sent_early: set[int] = set()
+        applied = False
         if recs and not must_wait:
             # Only commit indexes moved: nothing sent or applied this turn relies on them
             # being on disk (a commit index lost in a crash is learnt again from the
@@ -676,6 +685,11 @@ class RaftHost:
                         early.setdefault(m.to, []).append((g.id, m))
             self._send_batches(early)
             sent_early = set(early)
+            # Committed entries are on a majority's disks already: applying them (a
+            # publisher's confirm, a delivery to a consumer here) does not wait for this
+            # turn's new records to be durable too.
+            self._apply_committed(work)
+            applied = True
             await self._durable()
         # A group removed while its records were being made durable is not served further.
         work = [(g, rd) for g, rd in work if self._groups.get(g.id) is g]
@@ -698,12 +712,10 @@ class RaftHost:
             for peer in self._peers - sent_early:
                 out.setdefault(peer, [])
         self._send_batches(out)
-        # 3. apply, then advance.
+        # 3. apply (unless done above), then advance.
+        if not applied:
+            self._apply_committed(work)
         for g, rd in work:
-            if rd.entries or rd.committed_entries or rd.hard_state is not None:
-                self._touch(g)
-            for e in rd.committed_entries:
-                self._apply(g, e.index, e.term, e.kind, e.data)
             g.node.advance(rd)
             if g.voters != g.node.voters:  # a conf change applied, or a snapshot installed
                 self._set_voters(g, g.node.voters)
@@ -711,6 +723,15 @@ class RaftHost:
                 self._fail_pending(g, LeadershipLost(g.id, g.node.leader_id))
             if g.node.has_ready():
                 self._dirty.add(g)
+
+    def _apply_committed(self, work: list[tuple[_Group, Ready]]) -> None:
+        for g, rd in work:
+            if rd.entries or rd.committed_entries or rd.hard_state is not None:
+                self._touch(g)
+            for e in rd.committed_entries:
+                self._apply(g, e.index, e.term, e.kind, e.data)
+            if rd.committed_entries:
+                g.applied_early = rd.committed_entries[-1].index
 
     def _send_batches(self, out: dict[int, list[tuple[str, Message]]]) -> None:
         for peer in sorted(out):
