@@ -1,6 +1,6 @@
 """The table that drops a command's second copy (warrenmq/queues/quorum/dedup.py)."""
 
-from warrenmq.queues.quorum.dedup import MAX_ORIGINS, Applied
+from warrenmq.queues.quorum.dedup import MAX_ORIGINS, PRUNE_AT, Applied
 
 
 def test_a_copy_applied_again_is_dropped_and_others_pass():
@@ -19,6 +19,11 @@ def test_refs_below_low_are_dropped_and_the_table_stays_small():
     # only the refs at or above the last low are kept
     assert t.snapshot() == [["n1", 1000, [1000]]]
     assert not t.first("n1", 10, 10)  # a very late copy
+    for ref in range(1001, 10_001):
+        assert t.first("n1", ref, ref)
+    # pruned in bulk, so memory stays bounded however many commands went through
+    assert len(t._origins["n1"][1]) <= PRUNE_AT + 1
+    assert t.snapshot() == [["n1", 10_000, [10_000]]]
 
 
 def test_out_of_order_copies_of_waiting_refs_still_apply_once():

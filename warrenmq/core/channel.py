@@ -661,7 +661,8 @@ class Channel:
         """A new delivery tag; the delivery awaits its ack unless no_ack settled it now."""
         self.next_delivery_tag += 1
         tag = self.next_delivery_tag
-        queue.unacked += 1
+        if queue.counts_deliveries:
+            queue.unacked += 1
         if no_ack:
             queue.settle([entry])
         else:

@@ -238,7 +238,8 @@ class Home:
     def deliver(self, peer: str, consumer: ProxyConsumer, queue: ClassicQueue,
                 entry: tuple) -> None:
         consumer.credit -= 1
-        queue.unacked += 1
+        if queue.counts_deliveries:
+            queue.unacked += 1
         seq, msg, redelivered = entry[0], entry[1], entry[2]
         if consumer.no_ack:
             queue.settle([entry])
@@ -347,7 +348,8 @@ class Home:
         if entry is None:
             self._reply(peer, ref, [None, q.message_count])
             return
-        q.unacked += 1
+        if q.counts_deliveries:
+            q.unacked += 1
         self._session(peer, cid, q).out[entry[0]] = entry
         msg: Message = entry[1]
         self._reply(peer, ref, [entry[0], entry[2], msg.exchange_ss + msg.routing_key_ss,

@@ -248,6 +248,7 @@ class RemoteQueue:
     type_name = "remote"
     journalled = False  # the home journals
     deferred_consume = True  # consume-ok once the home took the consumer
+    counts_deliveries = True
 
     def __init__(self, record: QueueRecord, remotes: Remotes) -> None:
         self.record = record

@@ -46,6 +46,9 @@ PAGE_BYTES_DEFAULT = 64 * 1024 * 1024
 class ClassicQueue:
     type_name = "classic"
     deferred_consume = False  # consume-ok at once; the queue dispatches right after
+    # a channel (or a home) adds each delivery to `unacked`; a quorum queue's machine counts
+    # its own, and its `unacked` is a sum over consumers not worth computing per delivery
+    counts_deliveries = True
 
     def __init__(self, record: QueueRecord, journal: Journal | None = None,
                  page_bytes: int = PAGE_BYTES_DEFAULT) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 MAX_ORIGINS = 64
+PRUNE_AT = 1024  # applied refs kept per origin before those below `low` are dropped
 
 
 class Applied:
@@ -40,14 +41,19 @@ class Applied:
                 del self._origins[next(iter(self._origins))]
         if ref < seen[0] or ref in seen[1]:
             return False
+        refs = seen[1]
         if low > seen[0]:
             seen[0] = low
-            seen[1] = {r for r in seen[1] if r >= low}
-        seen[1].add(ref)
+            # refs below `low` answer nothing any more (the first test refuses them): drop
+            # them only once they pile up, not with a pass over the window per command
+            if len(refs) > PRUNE_AT:
+                seen[1] = refs = {r for r in refs if r >= low}
+        refs.add(ref)
         return True
 
     def snapshot(self) -> list[list[Any]]:
-        return [[origin, low, sorted(refs)] for origin, (low, refs) in self._origins.items()]
+        return [[origin, low, sorted(r for r in refs if r >= low)]
+                for origin, (low, refs) in self._origins.items()]
 
     @classmethod
     def from_snapshot(cls, data: list[list[Any]]) -> Applied:

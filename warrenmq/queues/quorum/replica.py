@@ -88,6 +88,7 @@ class QuorumQueue:
     type_name = "quorum"
     journalled = False  # its log is the Raft group's, not the node's journal
     deferred_consume = True  # consume-ok once the checkout is committed
+    counts_deliveries = False  # `unacked` is the machine's count (see ClassicQueue)
 
     def __init__(self, record: QueueRecord, origin: str, owner: str, propose: Propose,
                  is_leader: Callable[[], bool], config: QueueConfig) -> None:
@@ -183,7 +184,7 @@ class QuorumQueue:
 
     @unacked.setter
     def unacked(self, value: int) -> None:
-        pass  # the channel's bookkeeping for classic queues; the machine knows better
+        pass  # the machine knows better
 
     def rejects(self, message: Message) -> bool:  # noqa: ARG002 - the machine decides
         return False
