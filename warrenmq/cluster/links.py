@@ -471,6 +471,12 @@ class PeerLinks:
             raise PeerUnavailable(peer, p.last_error or "not linked yet")
         return p.link
 
+    def buffered(self, peer: str) -> int | None:
+        """The unsent bytes of the link to `peer`, or None without one."""
+        p = self._peers.get(peer)
+        link = p.link if p is not None else None
+        return link.buffered() if link is not None else None
+
     def writable(self, peer: str) -> bool:
         """Whether a send to `peer` would go out without piling up (link up, unsent bytes
         under the high-water mark)."""

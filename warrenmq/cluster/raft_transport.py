@@ -16,6 +16,18 @@ On arrival, a batch whose `from_node` the map gives another name than the link's
 dropped and logged (two nodes with one id would corrupt every group they share), as is a
 batch addressed to another id than ours, or one that does not decode (another version; see
 `wire`).
+
+Big snapshots. A SNAPSHOT message whose data is over `chunk_bytes` is taken out of its
+batch (the rest of the batch goes as above) and streamed in chunks of kind "raft.snap" by
+`snapshots.SnapshotSender`: a snapshot may be larger than a link frame can be, and one
+that fits would still fill the link's buffer at once, so that every other group's batch to
+that peer was dropped as congested (and the core, presuming the snapshot lost, sent it
+again). Chunks only take the spare half of the link's buffer, a few per loop turn, so the
+other groups' batches keep flowing; one transfer per peer and group, resends of it
+ignored, a newer snapshot replacing it, abandoned when its link drops (Raft resends). The
+receiving side (`snapshots.SnapshotReceiver`) admits a transfer by the same checks as a
+batch, reassembles it in order and delivers it as a one-message batch, as if it had come
+whole.
 """
 
 from __future__ import annotations
@@ -27,7 +39,7 @@ from typing import Any
 
 from warrenmq.replication.transport import Batch, Deliver, Transport
 
-from . import wire
+from . import snapshots, wire
 from .links import PeerLinks, same_node
 
 log = logging.getLogger("warrenmq.links")
@@ -44,17 +56,34 @@ class TransportStats:
     dropped_no_link: int = 0
     dropped_congested: int = 0
     dropped_bad: int = 0  # arrived but undecodable or from the wrong node
+    # snapshots streamed in chunks (`snapshots`): sending ...
+    snapshot_transfers_started: int = 0
+    snapshot_chunks_sent: int = 0
+    snapshot_transfers_sent: int = 0  # every chunk handed to the link
+    snapshot_transfers_abandoned: int = 0  # link lost, or replaced by a newer snapshot
+    snapshot_resends_ignored: int = 0  # the core's resend of the snapshot in flight
+    # ... and receiving
+    snapshot_chunks_received: int = 0
+    snapshot_transfers_received: int = 0  # reassembled and delivered
+    snapshot_transfers_dropped: int = 0  # partial: link lost, out of order, replaced, stale
 
 
 class ClusterTransport(Transport):
-    def __init__(self, links: PeerLinks, name_of: NameOf) -> None:
+    def __init__(self, links: PeerLinks, name_of: NameOf, *,
+                 chunk_bytes: int = snapshots.CHUNK_BYTES,
+                 snapshot_bytes_max: int = snapshots.SNAPSHOT_BYTES_MAX) -> None:
         self.links = links
         self.name_of = name_of
         self.stats = TransportStats()
         self._deliver: Deliver | None = None
         self._node_id = 0
         self._complained: set[str] = set()
+        self.sender = snapshots.SnapshotSender(links, self.stats, chunk_bytes=chunk_bytes)
+        self.receiver = snapshots.SnapshotReceiver(self.stats, self._admit, self._deliver_whole,
+                                                   bytes_max=snapshot_bytes_max)
         links.on(KIND, self._arrive)
+        links.on(snapshots.KIND, self._arrive_chunk)
+        links.on_peer_down(self._peer_down)
 
     def bind(self, node_id: int, deliver: Deliver) -> None:
         self._node_id = node_id
@@ -63,6 +92,9 @@ class ClusterTransport(Transport):
     def unbind(self, node_id: int) -> None:
         if node_id == self._node_id:
             self._deliver = None
+            # the host that asked for these is gone, and nobody takes what arrives
+            self.sender.abandon_all("the Raft host stopped")
+            self.receiver.drop_all("the Raft host stopped")
 
     def send(self, peer_node: int, batch: Batch) -> None:
         name = self.name_of(peer_node)
@@ -70,6 +102,15 @@ class ClusterTransport(Transport):
             self.stats.dropped_unknown_id += 1
             return
         links = self.links
+        sender = self.sender
+        if any(sender.takes(m) for _, m in batch.messages):
+            streamed = [(g, m) for g, m in batch.messages if sender.takes(m)]
+            batch = Batch(batch.from_node, batch.incarnation,
+                          tuple((g, m) for g, m in batch.messages if not sender.takes(m)))
+            # without a link, the rest of the batch (empty or not) counts the drop and dials
+            if links.connected(name):
+                for group_id, m in streamed:
+                    sender.start(name, batch.from_node, batch.incarnation, group_id, m)
         if batch.messages and not links.writable(name):
             if links.connected(name):
                 self.stats.dropped_congested += 1
@@ -86,6 +127,10 @@ class ClusterTransport(Transport):
         if name not in self.links.known():
             self.links.connect(name)
 
+    def _peer_down(self, name: str) -> None:
+        self.sender.peer_down(name)
+        self.receiver.peer_down(name)
+
     def _arrive(self, from_name: str, payload: Any) -> None:
         if self._deliver is None:
             return
@@ -98,19 +143,40 @@ class ClusterTransport(Transport):
             self.stats.dropped_bad += 1
             self._complain(from_name, f"undecodable Raft batch from {from_name}: {e}")
             return
+        if self._admit(from_name, batch):
+            self._deliver_whole(batch)
+
+    def _arrive_chunk(self, from_name: str, payload: Any) -> None:
+        if self._deliver is None:
+            return
+        try:
+            chunk = wire.chunk_from_wire(payload)
+        except wire.WireError as e:
+            self.stats.dropped_bad += 1
+            self._complain(from_name, f"undecodable snapshot chunk from {from_name}: {e}")
+            return
+        self.receiver.accept(from_name, chunk)
+
+    def _deliver_whole(self, batch: Batch) -> None:
+        if self._deliver is None:
+            return
+        self.stats.batches_received += 1
+        self._deliver(batch)
+
+    def _admit(self, from_name: str, batch: Batch) -> bool:
+        """Whether `batch` really comes from the link's peer and is for this node."""
         claimed = self.name_of(batch.from_node)
         if claimed is not None and not same_node(claimed, from_name):
             self.stats.dropped_bad += 1
             self._complain(from_name, f"Raft batch from {from_name} claims node id "
                            f"{batch.from_node}, which is {claimed}: dropped")
-            return
+            return False
         if any(m.to != self._node_id for _, m in batch.messages):
             self.stats.dropped_bad += 1
             self._complain(from_name, f"Raft batch from {from_name} is addressed to another "
                            f"node id than this node's ({self._node_id}): dropped")
-            return
-        self.stats.batches_received += 1
-        self._deliver(batch)
+            return False
+        return True
 
     def _complain(self, from_name: str, text: str) -> None:
         # Once per peer: a peer on another version would otherwise log every heartbeat.

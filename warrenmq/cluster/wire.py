@@ -9,6 +9,14 @@ Layout (version 1), all positional to keep frames small:
     entry    [term, index, kind, data]
     snapshot [index, term, [voter...], data]
 
+A snapshot too big for one link message travels as chunks (`cluster/snapshots.py`), each
+one self-describing, so a receiver checks every chunk alone:
+
+    chunk    [VERSION, from_node, incarnation, group_id, message, offset, total, data]
+
+where `message` is the SNAPSHOT message with its snapshot's data empty, `total` the size of
+that data and `data` the bytes at `offset`.
+
 A conf change travels as the data of a CONF_CHANGE entry (`ConfChange.encode`), exactly as
 the log stores it, so the codec needs no second encoding for it.
 
@@ -21,6 +29,7 @@ a malformed batch is a `WireError`, never an exception from deep inside the Raft
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from typing import Any
 
 import msgpack
@@ -32,6 +41,7 @@ WIRE_VERSION = 1
 READABLE_VERSIONS = frozenset({1})
 _U64_MAX = (1 << 64) - 1
 _MESSAGE_FIELDS = 12
+_CHUNK_FIELDS = 8
 
 
 class WireError(ValueError):
@@ -161,21 +171,29 @@ def message_from_wire(obj: Any) -> Message:
     )
 
 
-def batch_from_wire(obj: Any) -> Batch:
+def _check_version(obj: Any, what: str) -> None:
     if type(obj) is not list or not obj:
-        raise WireError("not a Raft batch (expected a non-empty array)")
+        raise WireError(f"not {what} (expected a non-empty array)")
     version = obj[0]
     if type(version) is not int:
-        raise WireError(f"not a Raft batch (version {version!r:.40})")
+        raise WireError(f"not {what} (version {version!r:.40})")
     if version not in READABLE_VERSIONS:
         raise UnsupportedWireVersion(version)
+
+
+def _group_id(value: Any) -> str:
+    if type(value) is not str:
+        raise WireError(f"a group id must be a string, got {type(value).__name__}")
+    return value
+
+
+def batch_from_wire(obj: Any) -> Batch:
+    _check_version(obj, "a Raft batch")
     _, from_node, incarnation, messages = _list(obj, "a Raft batch", 4)
     out = []
     for item in _list(messages, "the batch messages"):
         group_id, message = _list(item, "a group message", 2)
-        if type(group_id) is not str:
-            raise WireError(f"a group id must be a string, got {type(group_id).__name__}")
-        out.append((group_id, message_from_wire(message)))
+        out.append((_group_id(group_id), message_from_wire(message)))
     return Batch(_uint(from_node, "from_node"), _uint(incarnation, "incarnation"), tuple(out))
 
 
@@ -186,3 +204,47 @@ def decode_batch(data: bytes | memoryview) -> Batch:
         # TypeError: a map keyed by an array or a map (unhashable in Python)
         raise WireError(f"not a Raft batch (undecodable msgpack: {exc})") from None
     return batch_from_wire(obj)
+
+
+# -- snapshot chunks ------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class SnapshotChunk:
+    from_node: int
+    incarnation: int
+    group_id: str
+    message: Message  # SNAPSHOT, its snapshot's data empty
+    offset: int
+    total: int  # the size of the whole snapshot data
+    data: bytes
+
+
+def snapshot_header(m: Message) -> list[Any]:
+    """`m` (a SNAPSHOT message) on the wire without its snapshot's data."""
+    assert m.snapshot is not None, "a SNAPSHOT message without a snapshot"
+    return message_to_wire(replace(m, snapshot=replace(m.snapshot, data=b"")))
+
+
+def chunk_to_wire(from_node: int, incarnation: int, group_id: str, header: list[Any],
+                  offset: int, total: int, data: bytes | memoryview) -> list[Any]:
+    return [WIRE_VERSION, from_node, incarnation, group_id, header, offset, total, data]
+
+
+def chunk_from_wire(obj: Any) -> SnapshotChunk:
+    _check_version(obj, "a snapshot chunk")
+    f = _list(obj, "a snapshot chunk", _CHUNK_FIELDS)
+    message = message_from_wire(f[4])
+    if message.type is not MessageType.SNAPSHOT or message.snapshot is None:
+        raise WireError(f"a snapshot chunk must carry a SNAPSHOT message, got "
+                        f"{message.type.name}")
+    if message.snapshot.data:
+        raise WireError("a snapshot chunk's message must carry no snapshot data")
+    offset = _uint(f[5], "the chunk offset")
+    total = _uint(f[6], "the snapshot size")
+    data = _bytes(f[7], "chunk data")
+    if offset + len(data) > total:
+        raise WireError(f"a chunk of {len(data)} bytes at offset {offset} overruns the "
+                        f"snapshot's {total} bytes")
+    if not data and total:
+        raise WireError("an empty chunk of a non-empty snapshot")
+    return SnapshotChunk(_uint(f[1], "from_node"), _uint(f[2], "incarnation"),
+                         _group_id(f[3]), message, offset, total, data)
