@@ -127,12 +127,15 @@ def _list(value: Any, what: str, size: int | None = None) -> list[Any]:
     return value
 
 
+# a dict lookup, not EntryKind(value) (an Enum call costs a microsecond: per entry)
+_ENTRY_KINDS = {k.value: k for k in EntryKind}
+
+
 def _entry_from(obj: Any) -> Entry:
     term, index, kind, data = _list(obj, "an entry", 4)
-    try:
-        entry_kind = EntryKind(_uint(kind, "an entry kind"))
-    except ValueError:
-        raise WireError(f"unknown entry kind {kind}") from None
+    entry_kind = _ENTRY_KINDS.get(_uint(kind, "an entry kind"))
+    if entry_kind is None:
+        raise WireError(f"unknown entry kind {kind}")
     return Entry(_uint(term, "an entry term"), _uint(index, "an entry index"), entry_kind,
                  _bytes(data, "entry data"))
 

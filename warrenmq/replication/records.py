@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 
 from warrenmq.raft import Entry, EntryKind, HardState, MemoryStorage, Snapshot
 
+_ENTRY_KINDS = {k.value: k for k in EntryKind}  # a dict lookup is cheaper than an Enum call
+
 RAFT_ENTRIES = 16
 RAFT_HARD_STATE = 17
 RAFT_SNAPSHOT = 18
@@ -102,7 +104,10 @@ def decode(kind: int, payload: bytes) -> tuple[str, list[Entry] | HardState | Sn
                 off += _ENTRY.size
                 if off + n > len(buf):
                     raise ReplicationRecordError("entry data runs past the record")
-                entries.append(Entry(term, index, EntryKind(ekind), bytes(buf[off : off + n])))
+                entry_kind = _ENTRY_KINDS.get(ekind)
+                if entry_kind is None:
+                    raise ReplicationRecordError(f"unknown entry kind {ekind}")
+                entries.append(Entry(term, index, entry_kind, bytes(buf[off : off + n])))
                 off += n
             return group_id, entries
         if kind == RAFT_HARD_STATE:
