@@ -160,12 +160,37 @@ class _Group:
         self.apply = apply
         self.restore = restore
         # index -> (term, future): proposals of this leader waiting for their entry.
-        self.pending: dict[int, tuple[int, asyncio.Future[object]]] = {}
+        self.pending: dict[int, tuple[int, asyncio.Future[object] | _Callback]] = {}
         self.idle_ticks = 0
         self.voters: frozenset[int] = frozenset()  # as counted in the host's peer set
         # the last entry applied while its turn waited for the disk (the core learns it at
         # `advance`): a compaction asked for meanwhile snapshots the state at this index
         self.applied_early = 0
+
+
+OnDone = Callable[[object, "BaseException | None"], None]
+
+
+class _Callback:
+    """A proposal's outcome delivered to a plain callback: the host's future protocol
+    (done, set_result, set_exception) without a future."""
+
+    __slots__ = ("_fn", "_done")
+
+    def __init__(self, fn: OnDone) -> None:
+        self._fn = fn
+        self._done = False
+
+    def done(self) -> bool:
+        return self._done
+
+    def set_result(self, value: object) -> None:
+        self._done = True
+        self._fn(value, None)
+
+    def set_exception(self, error: BaseException) -> None:
+        self._done = True
+        self._fn(None, error)
 
 
 @dataclass(slots=True)
@@ -294,28 +319,38 @@ class RaftHost:
         """Propose `data`; the future gets `apply`'s result once the entry is committed and
         applied here, or NotLeader (with the leader's node id), LeadershipLost, ..."""
         fut: asyncio.Future[object] = self._future()
+        self._propose(group_id, data, fut)
+        return fut
+
+    def propose_then(self, group_id: str, data: bytes, on_done: OnDone) -> None:
+        """`propose` for the per-message path: `on_done(result, None)` or `on_done(None,
+        error)` is called as the outcome is known (at once if refused), with no future and
+        no loop callback per proposal."""
+        self._propose(group_id, data, _Callback(on_done))
+
+    def _propose(self, group_id: str, data: bytes, fut: asyncio.Future[object] | _Callback
+                 ) -> None:
         g = self._groups.get(group_id)
         if g is None:
             fut.set_exception(UnknownGroup(group_id))
-            return fut
+            return
         if not data:
             # The leader's own no-op entries are empty: an empty command would be ambiguous.
             fut.set_exception(ValueError("a proposal needs non-empty data"))
-            return fut
+            return
         if self._stopping or self._task is None:
             fut.set_exception(HostStopped(f"node {self.node_id} is not running"))
-            return fut
+            return
         try:
             index = g.node.propose(bytes(data), broadcast=False)
         except RaftError as exc:
             fut.set_exception(exc)
-            return fut
+            return
         g.pending[index] = (g.node.term, fut)
         self._unsent.add(g)
         self._touch(g)
         self._dirty.add(g)
         self._kick()
-        return fut
 
     def propose_conf_change(
         self, group_id: str, op: ConfChangeOp, node_id: int

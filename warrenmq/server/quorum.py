@@ -440,8 +440,7 @@ class QuorumQueues:
         if host is not None and self._leads(gid):
             # The common case, without a task per command: append here; only a proposal
             # that fails (leadership lost, host stopping) takes the retrying path.
-            fut = host.propose(gid, data)
-            fut.add_done_callback(partial(self._proposed, gid, data, waiting, sent))
+            host.propose_then(gid, data, partial(self._proposed, gid, data, waiting, sent))
         elif self._send_to_leader(gid, data):
             # A follower's command goes one way to the leader, in order with this node's
             # others (one link), with no task or request per command; one the leader did
@@ -468,8 +467,7 @@ class QuorumQueues:
         host = self.app.host
         if host is None or gid not in self.replicas or not self._leads(gid):
             return  # the sender submits it again after RESEND_S
-        host.propose(gid, bytes(data)).add_done_callback(
-            lambda f: f.cancelled() or f.exception())
+        host.propose_then(gid, bytes(data), _ignore)
 
     def _resend(self) -> None:
         """Commands sent one way and still not applied after RESEND_S take the retrying
@@ -488,8 +486,8 @@ class QuorumQueues:
                 sent.resolve(True)
 
     def _proposed(self, gid: str, data: bytes, waiting: Callable[[], bool], sent: Pending,
-                  fut: asyncio.Future) -> None:
-        if fut.cancelled() or fut.exception() is not None:
+                  result: object, error: BaseException | None) -> None:  # noqa: ARG002
+        if error is not None:
             if waiting():
                 self._spawn(self._submit(gid, data, waiting, sent))
             return
@@ -584,3 +582,7 @@ class QuorumQueues:
                 due = q.machine.next_timeout_ms()
                 if due is not None and due <= now and self._leads(gid):
                     q.tick(now)
+
+
+def _ignore(result: object, error: BaseException | None) -> None:
+    """A follower's one-way command: its proposer learns the outcome from the apply."""
