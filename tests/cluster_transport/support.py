@@ -9,6 +9,7 @@ itself to when its server is bound, so nodes can restart on a new ephemeral port
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import socket
 from collections.abc import Callable
@@ -20,7 +21,7 @@ import msgpack
 from warrenmq.cluster.control import CommandError, ControlServer
 from warrenmq.cluster.links import PeerLinks
 from warrenmq.cluster.raft_transport import ClusterTransport
-from warrenmq.raft import RaftConfig
+from warrenmq.raft import RaftConfig, RaftError
 from warrenmq.replication import RaftHost
 from warrenmq.store.wal import WAL
 
@@ -189,3 +190,60 @@ class RaftNode:
         if self.wal is not None:
             self.wal.close()
             self.wal = None
+
+
+IDS = {1: "n1@test", 2: "n2@test", 3: "n3@test"}
+
+
+class Trio:
+    """Three RaftNodes (n1..n3) on real links, each with its WAL in `root`."""
+
+    def __init__(self, root) -> None:
+        self.book: Book = {}
+        self.ids = dict(IDS)
+        self.nodes = {i: RaftNode(root, i, self.book, self.ids) for i in IDS}
+
+    async def start(self, groups: dict[str, set[int]]) -> None:
+        for node in self.nodes.values():
+            await node.start()
+        for gid, voters in groups.items():
+            for i in voters:
+                self.nodes[i].add_group(gid, voters)
+        for node in self.nodes.values():
+            await node.run()
+
+    def host(self, i: int) -> RaftHost:
+        host = self.nodes[i].host
+        assert host is not None
+        return host
+
+    def leader_of(self, gid: str, among: tuple[int, ...] = (1, 2, 3)) -> int:
+        """The leader that every node in `among` agrees on, or 0."""
+        leaders = {self.host(i).leader(gid) for i in among}
+        if len(leaders) == 1:
+            (leader,) = leaders
+            return leader if leader in among else 0
+        return 0
+
+    async def elect(self, gid: str, i: int, among: tuple[int, ...] = (1, 2, 3)) -> None:
+        """Make `i` the leader: campaign if nobody leads, else have the leader hand over
+        (a campaign against a live leader is rightly ignored by its followers)."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 10
+        while self.leader_of(gid, among) != i:
+            assert loop.time() < end, f"{i} did not become the leader of {gid}"
+            leader = self.leader_of(gid, among)
+            with contextlib.suppress(RaftError):
+                if leader:
+                    self.host(leader).transfer_leadership(gid, i)
+                elif all(self.host(n).leader(gid) == 0 for n in among):
+                    self.host(i).campaign(gid)
+            await eventually(lambda: self.leader_of(gid, among) == i, 1.0)
+
+    async def propose(self, i: int, gid: str, *items: bytes) -> None:
+        futures = [self.host(i).propose(gid, d) for d in items]
+        await asyncio.wait_for(asyncio.gather(*futures), 10)
+
+    async def close(self) -> None:
+        for node in self.nodes.values():
+            await node.stop()

@@ -6,75 +6,13 @@ the leader by cutting its links, and convergence after healing."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import pytest
 
 from warrenmq.raft import ConfChangeOp, NotLeader, RaftError
-from warrenmq.replication import LeadershipLost, RaftHost, UnknownGroup
+from warrenmq.replication import LeadershipLost, UnknownGroup
 
-from .support import Book, RaftNode, eventually, wait_until
-
-IDS = {1: "n1@test", 2: "n2@test", 3: "n3@test"}
-
-
-class Trio:
-    def __init__(self, root) -> None:
-        self.book: Book = {}
-        self.ids = dict(IDS)
-        self.nodes = {i: RaftNode(root, i, self.book, self.ids) for i in IDS}
-
-    async def start(self, groups: dict[str, set[int]]) -> None:
-        for node in self.nodes.values():
-            await node.start()
-        for gid, voters in groups.items():
-            for i in voters:
-                self.nodes[i].add_group(gid, voters)
-        for node in self.nodes.values():
-            await node.run()
-
-    def host(self, i: int) -> RaftHost:
-        host = self.nodes[i].host
-        assert host is not None
-        return host
-
-    def leader_of(self, gid: str, among: tuple[int, ...] = (1, 2, 3)) -> int:
-        """The leader that every node in `among` agrees on, or 0."""
-        leaders = {self.host(i).leader(gid) for i in among}
-        if len(leaders) == 1:
-            (leader,) = leaders
-            return leader if leader in among else 0
-        return 0
-
-    async def elect(self, gid: str, i: int, among: tuple[int, ...] = (1, 2, 3)) -> None:
-        """Make `i` the leader: campaign if nobody leads, else have the leader hand over
-        (a campaign against a live leader is rightly ignored by its followers)."""
-        loop = asyncio.get_running_loop()
-        end = loop.time() + 10
-        while self.leader_of(gid, among) != i:
-            assert loop.time() < end, f"{i} did not become the leader of {gid}"
-            leader = self.leader_of(gid, among)
-            with contextlib.suppress(RaftError):
-                if leader:
-                    self.host(leader).transfer_leadership(gid, i)
-                elif all(self.host(n).leader(gid) == 0 for n in among):
-                    self.host(i).campaign(gid)
-            await eventually(lambda: self.leader_of(gid, among) == i, 1.0)
-
-    async def propose(self, i: int, gid: str, *items: bytes) -> None:
-        futures = [self.host(i).propose(gid, d) for d in items]
-        await asyncio.wait_for(asyncio.gather(*futures), 10)
-
-    async def close(self) -> None:
-        for node in self.nodes.values():
-            await node.stop()
-
-
-@pytest.fixture
-async def trio(tmp_path):
-    t = Trio(tmp_path)
-    yield t
-    await t.close()
+from .support import IDS, Trio, wait_until
 
 
 async def test_three_hosts_elect_and_replicate_over_the_links(trio: Trio) -> None:

@@ -19,8 +19,7 @@ from warrenmq.cluster.raft_transport import ClusterTransport
 from warrenmq.raft import ConfChangeOp, Message, MessageType, Snapshot
 from warrenmq.replication.transport import Batch
 
-from .support import Book, LinkNode, wait_until
-from .test_raft_cluster import Trio
+from .support import Book, LinkNode, Trio, wait_until
 
 CHUNK = 64 * 1024
 INCARNATION = 77
@@ -224,13 +223,6 @@ def test_a_chunk_survives_the_wire_and_its_header_has_no_data() -> None:
     with pytest.raises(wire.WireError, match="SNAPSHOT"):
         wire.chunk_from_wire(wire.chunk_to_wire(1, 5, "q", wire.message_to_wire(heartbeat(1)),
                                                 0, 1, b"x"))
-
-
-@pytest.fixture
-async def trio(tmp_path):
-    t = Trio(tmp_path)
-    yield t
-    await t.close()
 
 
 async def test_a_new_member_catches_up_from_a_snapshot_many_chunks_long(trio: Trio) -> None:

@@ -30,7 +30,8 @@ Receiving (`SnapshotReceiver`):
   at its first chunk by the same checks as a whole batch (`admit`), and refused if it
   announces more than `bytes_max` bytes, before anything is buffered.
 - When complete, the snapshot is delivered as a one-message `Batch`, exactly as if it had
-  come whole. A partial transfer is dropped when the sender's link drops, when a newer one
+  come whole. A partial transfer is dropped when a link with the sender drops (either way:
+  a flap of only our outbound link costs a resend, after `resend_after_s`), when a newer one
   from that sender for that group starts, or when nothing came for `stale_after_s` (the
   sender stalled with its link up).
 

@@ -34,7 +34,7 @@ from typing import Any
 
 import msgpack
 
-from warrenmq.raft import Entry, EntryKind, Message, MessageType, Snapshot
+from warrenmq.raft import ENTRY_KINDS, Entry, Message, MessageType, Snapshot
 from warrenmq.replication.transport import Batch
 
 WIRE_VERSION = 1
@@ -127,13 +127,9 @@ def _list(value: Any, what: str, size: int | None = None) -> list[Any]:
     return value
 
 
-# a dict lookup, not EntryKind(value) (an Enum call costs a microsecond: per entry)
-_ENTRY_KINDS = {k.value: k for k in EntryKind}
-
-
 def _entry_from(obj: Any) -> Entry:
     term, index, kind, data = _list(obj, "an entry", 4)
-    entry_kind = _ENTRY_KINDS.get(_uint(kind, "an entry kind"))
+    entry_kind = ENTRY_KINDS.get(_uint(kind, "an entry kind"))
     if entry_kind is None:
         raise WireError(f"unknown entry kind {kind}")
     return Entry(_uint(term, "an entry term"), _uint(index, "an entry index"), entry_kind,

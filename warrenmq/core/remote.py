@@ -248,7 +248,7 @@ class RemoteQueue:
     type_name = "remote"
     journalled = False  # the home journals
     deferred_consume = True  # consume-ok once the home took the consumer
-    counts_deliveries = True
+    counts_deliveries = False  # the home counts its own
 
     def __init__(self, record: QueueRecord, remotes: Remotes) -> None:
         self.record = record
@@ -342,7 +342,7 @@ class RemoteQueue:
 
     def _register(self, sub: Sub) -> None:
         """Ask the current home to take the consumer under `sub.cid`."""
-        consumer, cid = sub.consumer, sub.cid
+        consumer, cid, home = sub.consumer, sub.cid, self.home
         # a replicated queue's machine keeps the first grant as the consumer's prefetch for
         # good: it must be the whole window, never 0 (which the machine reads as no limit)
         sub.credit = sub.capacity() if self.record.members else max(0, sub.want())
@@ -351,7 +351,11 @@ class RemoteQueue:
 
         def answered(p: Pending) -> None:
             if sub.cid != cid:
-                return  # registered again meanwhile: that answer counts
+                # registered again meanwhile: that answer counts; a home that took this
+                # registration too lets go of it (else deliveries would go round to nobody)
+                if p.error is None and self.remotes.connected(home):
+                    self.remotes.outbox.post(home, ["forget", [cid]])
+                return
             if p.error is None:
                 sub.confirmed = True
                 sub.retries = 0
@@ -366,7 +370,7 @@ class RemoteQueue:
                 # the group still has the dead home's registration of an exclusive consumer
                 # until its leader applies that node's `down`
                 sub.retries += 1
-                self.remotes.retry.append(sub)
+                self.remotes.retry.append((sub, cid))
             else:
                 self.cancelled(consumer)  # the new home refused it: the client is told
 
@@ -592,7 +596,8 @@ class Remotes:
         self.subs: dict[str, Sub] = {}
         self.calls: dict[str, dict[int, _Call]] = {}
         self.forgotten: dict[str, list[str]] = {}  # home -> ids to `forget` when it is back
-        self.retry: list[Sub] = []  # re-registrations to send again at the next tick
+        # re-registrations to send again at the next tick, unless registered again meanwhile
+        self.retry: list[tuple[Sub, str]] = []
         self.ticks = 0
         self._next_ref = 0
         self._next_cid = 0
@@ -735,9 +740,10 @@ class Remotes:
         CALL_TICKS ticks fail."""
         self.ticks += 1
         retry, self.retry = self.retry, []
-        for sub in retry:
+        for sub, cid in retry:
             q = sub.queue
-            if q.subs.get(sub.consumer) is sub and q.attached and not q.deleted:
+            if (sub.cid == cid and q.subs.get(sub.consumer) is sub and q.attached
+                    and not q.deleted):
                 q._reregister(sub)
         for peer, calls in list(self.calls.items()):
             late = [ref for ref, call in calls.items() if self.ticks - call.tick > CALL_TICKS]

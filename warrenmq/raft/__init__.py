@@ -17,6 +17,7 @@ from .progress import Inflights, Progress, ProgressState
 from .quorum import VoteResult, committed_index, vote_result
 from .storage import Compacted, MemoryStorage, Storage, StorageError, Unavailable
 from .types import (
+    ENTRY_KINDS,
     NONE,
     ConfChange,
     ConfChangeOp,
@@ -34,6 +35,7 @@ from .types import (
 )
 
 __all__ = [
+    "ENTRY_KINDS",
     "NONE",
     "Compacted",
     "ConfChange",

@@ -163,8 +163,9 @@ class _Group:
         self.pending: dict[int, tuple[int, asyncio.Future[object] | _Callback]] = {}
         self.idle_ticks = 0
         self.voters: frozenset[int] = frozenset()  # as counted in the host's peer set
-        # the last entry applied while its turn waited for the disk (the core learns it at
-        # `advance`): a compaction asked for meanwhile snapshots the state at this index
+        # the last entry the host applied; ahead of the core's applied index while a turn
+        # that applied before its write was durable awaits the disk (the core learns it
+        # at `advance`): a compaction asked for meanwhile snapshots the state at this index
         self.applied_early = 0
 
 
@@ -185,12 +186,19 @@ class _Callback:
         return self._done
 
     def set_result(self, value: object) -> None:
-        self._done = True
-        self._fn(value, None)
+        self._call(value, None)
 
     def set_exception(self, error: BaseException) -> None:
+        self._call(None, error)
+
+    def _call(self, value: object, error: BaseException | None) -> None:
+        # called inside the host's turn (an asyncio future's callbacks ran later, from the
+        # loop): a caller's bug must not stop every group, nor the proposals after it
         self._done = True
-        self._fn(None, error)
+        try:
+            self._fn(value, error)
+        except Exception:
+            log.exception("a proposal's callback failed")
 
 
 @dataclass(slots=True)
@@ -307,7 +315,7 @@ class RaftHost:
             task, self._task = self._task, None
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for g in self._groups.values():
+        for g in list(self._groups.values()):
             self._fail_pending(g, HostStopped(f"node {self.node_id} stopped"))
         compactions, self._compactions = self._compactions, []
         for c in compactions:
@@ -384,8 +392,9 @@ class RaftHost:
 
     def compact(self, group_id: str, data: bytes) -> asyncio.Future[Location]:
         """Snapshot `group_id` at its applied index, `data` being the state machine's image
-        at that index (take it between two awaits: the host applies and advances in one
-        step, so the image and the index agree there). The future resolves, once durable,
+        at that index (take it between two awaits: the index is the last entry the host
+        applied, `applied_early`, which a turn may set before its `advance` while it waits
+        for the disk, so the image and the index agree there). The future resolves, once durable,
         with the WAL Location of the compaction batch (snapshot, hard state, entries after
         it): the group needs no record before that location, so segments before
         `location.segment_id` are free of it. If the group meanwhile installed a newer
@@ -587,7 +596,7 @@ class RaftHost:
     def _halt(self, why: str) -> None:
         self._stopping = True
         self.transport.unbind(self.node_id)
-        for g in self._groups.values():
+        for g in list(self._groups.values()):
             self._fail_pending(g, HostStopped(f"node {self.node_id}: {why}"))
 
     def _tick(self) -> None:
@@ -693,7 +702,7 @@ class RaftHost:
                 was = g.storage.hard_state
                 must_wait = must_wait or hs.term != was.term or hs.vote != was.vote
         sent_early: set[int] = set()
-        applied = False
+        applied: set[str] = set()  # groups whose committed entries are applied already
         if recs and not must_wait:
             # Only commit indexes moved: nothing sent or applied this turn relies on them
             # being on disk (a commit index lost in a crash is learnt again from the
@@ -723,8 +732,11 @@ class RaftHost:
             # Committed entries are on a majority's disks already: applying them (a
             # publisher's confirm, a delivery to a consumer here) does not wait for this
             # turn's new records to be durable too.
-            self._apply_committed(work)
-            applied = True
+            # (Not a group with a conf change among them: its caller would resume before
+            # `advance` gives the core the new voters.)
+            applied = self._apply_committed(
+                [(g, rd) for g, rd in work
+                 if not any(e.kind is EntryKind.CONF_CHANGE for e in rd.committed_entries)])
             await self._durable()
         # A group removed while its records were being made durable is not served further.
         work = [(g, rd) for g, rd in work if self._groups.get(g.id) is g]
@@ -748,8 +760,7 @@ class RaftHost:
                 out.setdefault(peer, [])
         self._send_batches(out)
         # 3. apply (unless done above), then advance.
-        if not applied:
-            self._apply_committed(work)
+        self._apply_committed([(g, rd) for g, rd in work if g.id not in applied])
         for g, rd in work:
             g.node.advance(rd)
             if g.voters != g.node.voters:  # a conf change applied, or a snapshot installed
@@ -759,7 +770,8 @@ class RaftHost:
             if g.node.has_ready():
                 self._dirty.add(g)
 
-    def _apply_committed(self, work: list[tuple[_Group, Ready]]) -> None:
+    def _apply_committed(self, work: list[tuple[_Group, Ready]]) -> set[str]:
+        """Apply the committed entries of `work`; the ids of its groups."""
         for g, rd in work:
             if rd.entries or rd.committed_entries or rd.hard_state is not None:
                 self._touch(g)
@@ -767,6 +779,7 @@ class RaftHost:
                 self._apply(g, e.index, e.term, e.kind, e.data)
             if rd.committed_entries:
                 g.applied_early = rd.committed_entries[-1].index
+        return {g.id for g, _ in work}
 
     def _send_batches(self, out: dict[int, list[tuple[str, Message]]]) -> None:
         for peer in sorted(out):

@@ -24,9 +24,7 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from warrenmq.raft import Entry, EntryKind, HardState, MemoryStorage, Snapshot
-
-_ENTRY_KINDS = {k.value: k for k in EntryKind}  # a dict lookup is cheaper than an Enum call
+from warrenmq.raft import ENTRY_KINDS, Entry, HardState, MemoryStorage, Snapshot
 
 RAFT_ENTRIES = 16
 RAFT_HARD_STATE = 17
@@ -104,7 +102,7 @@ def decode(kind: int, payload: bytes) -> tuple[str, list[Entry] | HardState | Sn
                 off += _ENTRY.size
                 if off + n > len(buf):
                     raise ReplicationRecordError("entry data runs past the record")
-                entry_kind = _ENTRY_KINDS.get(ekind)
+                entry_kind = ENTRY_KINDS.get(ekind)
                 if entry_kind is None:
                     raise ReplicationRecordError(f"unknown entry kind {ekind}")
                 entries.append(Entry(term, index, entry_kind, bytes(buf[off : off + n])))

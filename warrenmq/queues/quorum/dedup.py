@@ -26,7 +26,8 @@ class Applied:
     __slots__ = ("_origins",)
 
     def __init__(self) -> None:
-        # origin -> [low, set of applied refs >= low]; insertion order = first seen in the log
+        # origin -> [low, set of applied refs (those below low are dead weight), the set's
+        # size that triggers the next pruning]; insertion order = first seen in the log
         self._origins: dict[str, list[Any]] = {}
 
     def first(self, origin: str, ref: int, low: int | None) -> bool:
@@ -36,7 +37,7 @@ class Applied:
             return True
         seen = self._origins.get(origin)
         if seen is None:
-            seen = self._origins[origin] = [low, set()]
+            seen = self._origins[origin] = [low, set(), PRUNE_AT]
             if len(self._origins) > MAX_ORIGINS:
                 del self._origins[next(iter(self._origins))]
         if ref < seen[0] or ref in seen[1]:
@@ -46,18 +47,20 @@ class Applied:
             seen[0] = low
             # refs below `low` answer nothing any more (the first test refuses them): drop
             # them only once they pile up, not with a pass over the window per command
-            if len(refs) > PRUNE_AT:
+            if len(refs) > seen[2]:
                 seen[1] = refs = {r for r in refs if r >= low}
+                # a window wider than PRUNE_AT would otherwise be pruned on every command
+                seen[2] = max(PRUNE_AT, 2 * len(refs))
         refs.add(ref)
         return True
 
     def snapshot(self) -> list[list[Any]]:
         return [[origin, low, sorted(r for r in refs if r >= low)]
-                for origin, (low, refs) in self._origins.items()]
+                for origin, (low, refs, _) in self._origins.items()]
 
     @classmethod
     def from_snapshot(cls, data: list[list[Any]]) -> Applied:
         table = cls()
         for origin, low, refs in data:
-            table._origins[origin] = [low, set(refs)]
+            table._origins[origin] = [low, set(refs), max(PRUNE_AT, 2 * len(refs))]
         return table
