@@ -151,6 +151,12 @@ async def test_a_resend_does_not_start_over_and_a_newer_snapshot_replaces_the_tr
     pair.ta.send(2, batch(("q1", newer)))
     assert sa.snapshot_resends_ignored == 2 and sa.snapshot_transfers_started == 2
     assert pair.ta.sender.in_flight() == []
+    # for longer the bigger it is (a big one takes the peer seconds to write and install)
+    sender = pair.ta.sender
+    quiet_until = sender._sent[(pair.b.name, "q1")][2]
+    left = quiet_until - asyncio.get_running_loop().time()
+    extra = len(newer.snapshot.data) * snapshots.RESEND_AFTER_S_PER_BYTE
+    assert sender.resend_after_s + extra - 1 < left <= sender.resend_after_s + extra
 
 
 async def test_a_link_lost_mid_transfer_abandons_it_on_both_sides(pair: Pair) -> None:

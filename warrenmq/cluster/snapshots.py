@@ -12,7 +12,8 @@ own kind (`KIND`), each carrying the message's header (`wire.chunk_to_wire`).
 Sending (`SnapshotSender`):
 - One transfer per (peer, group). The Raft core presumes a snapshot lost after an election
   timeout and sends it again; a resend of the snapshot in flight (same term and index) is
-  ignored, and so is one that arrives within `resend_after_s` of the last chunk leaving,
+  ignored, and so is one that arrives within `resend_after_s` (plus a second per 50 MB) of
+  the last chunk leaving,
   while the peer persists and applies it. A newer one (higher term or index) replaces the
   transfer in flight, from offset 0.
 - Pacing. A pump sends chunks only while the link's unsent bytes stay within half its
@@ -64,6 +65,9 @@ CHUNK_BYTES_MAX = FRAME_MAX // 2  # room for the header inside one link frame
 CHUNKS_PER_PUMP = 4
 PUMP_RETRY_S = 0.005
 RESEND_AFTER_S = 5.0
+# ... plus this per byte: the follower writes and installs a big snapshot for seconds (a
+# 400 MB one takes about ten), and a resend meanwhile would stream it all again
+RESEND_AFTER_S_PER_BYTE = 1 / (50 * 1024 * 1024)
 SNAPSHOT_BYTES_MAX = 8 * 1024**3
 STALE_AFTER_S = 60.0
 
@@ -101,6 +105,7 @@ class SnapshotSender:
         self.resend_after_s = resend_after_s
         self._out: dict[tuple[str, str], _Outgoing] = {}
         # (peer, group) -> (term, index, when its last chunk left): resends to ignore
+        # (term, index, resends ignored until): snapshots streamed whole, lately
         self._sent: dict[tuple[str, str], tuple[int, int, float]] = {}
         self._pump_handle: asyncio.Handle | None = None
 
@@ -136,7 +141,7 @@ class SnapshotSender:
                 return
             self._abandon(key, f"replaced by the snapshot at index {snap.index}")
         now = self._loop().time()
-        for k in [k for k, (_, _, at) in self._sent.items() if now - at >= self.resend_after_s]:
+        for k in [k for k, (_, _, until) in self._sent.items() if now >= until]:
             del self._sent[k]
         sent = self._sent.pop(key, None)
         if sent is not None and sent[:2] == new:
@@ -191,7 +196,8 @@ class SnapshotSender:
                 continue
             if t.offset >= t.total:
                 del self._out[key]
-                self._sent[key] = (t.term, t.index, self._loop().time())
+                quiet = self.resend_after_s + t.total * RESEND_AFTER_S_PER_BYTE
+                self._sent[key] = (t.term, t.index, self._loop().time() + quiet)
                 self.stats.snapshot_transfers_sent += 1
             else:
                 self._out[key] = self._out.pop(key)  # to the back: the others go first next
