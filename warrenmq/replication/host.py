@@ -390,11 +390,19 @@ class RaftHost:
         self._dirty.add(g)
         self._kick()
 
-    def compact(self, group_id: str, data: bytes) -> asyncio.Future[Location]:
+    def applied_index(self, group_id: str) -> int:
+        """The last entry of `group_id` applied here (the image a compaction takes now is
+        the state at this index; see `compact`)."""
+        g = self._get(group_id)
+        return max(g.node.applied_index, g.applied_early)
+
+    def compact(self, group_id: str, data: bytes,
+                index: int | None = None) -> asyncio.Future[Location]:
         """Snapshot `group_id` at its applied index, `data` being the state machine's image
         at that index (take it between two awaits: the index is the last entry the host
         applied, `applied_early`, which a turn may set before its `advance` while it waits
-        for the disk, so the image and the index agree there). The future resolves, once durable,
+        for the disk, so the image and the index agree there); or at `index`, an earlier
+        `applied_index`, for an image taken then. The future resolves, once durable,
         with the WAL Location of the compaction batch (snapshot, hard state, entries after
         it): the group needs no record before that location, so segments before
         `location.segment_id` are free of it. If the group meanwhile installed a newer
@@ -406,7 +414,8 @@ class RaftHost:
         elif self._stopping or self._task is None:
             fut.set_exception(HostStopped(f"node {self.node_id} is not running"))
         else:
-            index = max(g.node.applied_index, g.applied_early)
+            if index is None:
+                index = max(g.node.applied_index, g.applied_early)
             self._compactions.append(_Compaction(g, index, bytes(data), fut))
             self._kick()
         return fut

@@ -18,6 +18,7 @@ import logging
 import time
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from .. import __version__
 from ..amqp.constants import CONNECTION_FORCED
@@ -29,6 +30,7 @@ from ..replication.records import RECORD_KINDS
 from ..store.journal import WalJournal
 from . import identity
 from .cluster import Cluster, classic_formation, read_join_file, write_join_file
+from .images import FORK_ABOVE_BYTES, build_image
 from .metalog import GROUP, RaftMetaLog, wait
 from .protocol import AMQPProtocol
 from .quorum import QuorumQueues
@@ -59,6 +61,8 @@ class App:
         self.cookie = ""
         self.control = None
         self._checkpointing: asyncio.Task | None = None
+        self._imaging: set[str] = set()  # groups whose image a forked child is building
+        self._imaging_tasks: set[asyncio.Task] = set()
         # replicated queue -> (WAL segment, size) of the last snapshot this node wrote of it
         self._snapshots: dict[str, tuple[int, int]] = {}
         # replicated queue -> WAL segment current when its group was created here (none of
@@ -155,6 +159,8 @@ class App:
         if self._checkpointing is not None:
             self._checkpointing.cancel()
             self._checkpointing = None
+        for task in list(self._imaging_tasks):
+            task.cancel()
         if self.host is not None:
             await self.host.stop()
             self.host = None
@@ -265,12 +271,55 @@ class App:
         if self.host is None or self.quorum is None:
             return
         for gid, q in list(self.quorum.replicas.items()):
+            if gid in self._imaging:
+                continue
             raft = self.host.group(gid)
             logged = raft.applied_index - raft.log.first_index()
             if logged > max(COMPACT_AFTER_ENTRIES, 2 * len(q.bodies)):
-                data = q.snapshot()
-                fut = self.host.compact(gid, data)
-                fut.add_done_callback(partial(self._compacted, gid, len(data)))
+                weight = q.live_bytes()
+                if weight <= FORK_ABOVE_BYTES:
+                    data = q.snapshot()
+                    fut = self.host.compact(gid, data)
+                    fut.add_done_callback(partial(self._compacted, gid, len(data)))
+                else:
+                    task = self.loop.create_task(self._compact_deep(gid, q, weight))
+                    self._imaging_tasks.add(task)
+                    task.add_done_callback(self._imaging_tasks.discard)
+
+    async def _image(self, gid: str, q: Any, weight: int) -> tuple[bytes, int] | None:
+        """The queue's snapshot image and the applied index it is at, or None if its group
+        is gone (or an image of it is being built already)."""
+        assert self.host is not None
+        if gid in self._imaging:
+            return None
+        try:
+            index = self.host.applied_index(gid)
+        except UnknownGroup:
+            return None
+        if weight <= FORK_ABOVE_BYTES:
+            return q.snapshot(), index
+        self._imaging.add(gid)
+        started = self.loop.time()
+        try:
+            data = await build_image(q.snapshot)
+        finally:
+            self._imaging.discard(gid)
+        log.info("snapshot image of %s at index %d: %d bytes, built in a child in %.2fs",
+                 gid, index, len(data), self.loop.time() - started)
+        return data, index
+
+    async def _compact_deep(self, gid: str, q: Any, weight: int) -> None:
+        try:
+            image = await self._image(gid, q, weight)
+            if image is None or self.host is None:
+                return
+            data, index = image
+            loc = await self.host.compact(gid, data, index)
+            self._snapshots[gid] = (loc.segment_id, len(data))
+        except (UnknownGroup, asyncio.CancelledError):
+            pass
+        except Exception:
+            log.exception("compaction of %s failed", gid)
 
     def group_born(self, gid: str) -> None:
         """A replicated queue's group was just created here (not recovered)."""
@@ -290,9 +339,9 @@ class App:
         try:
             if self.host is None or self.journal is None or self.metalog is None:
                 return
-            # every group's image is taken now, with no await in between: each matches its
-            # group's applied index (see RaftHost.compact)
-            images = [(GROUP, self.metalog.snapshot())]
+            # each image is taken with its group's applied index, with no await in between
+            # (see RaftHost.compact); a deep queue's is built in a forked child (images.py)
+            images = [(GROUP, self.metalog.snapshot(), self.host.applied_index(GROUP))]
             pinned: list[int] = []  # segments of snapshots not worth rewriting yet
             replicas = self.quorum.replicas if self.quorum is not None else {}
             for gid in set(self._snapshots) - set(replicas):
@@ -311,12 +360,15 @@ class App:
                 weight = max(size, q.live_bytes())
                 if (current - seg - 1) * self.segment_bytes_max < weight:
                     pinned.append(seg)
-                else:
-                    images.append((gid, q.snapshot()))
-            futures = [self.host.compact(gid, data) for gid, data in images]
+                    continue
+                image = await self._image(gid, q, weight)
+                if image is not None:
+                    images.append((gid, *image))
+            futures = [self.host.compact(gid, data, index) for gid, data, index in images]
             locations = await asyncio.gather(*futures, return_exceptions=True)
             # a queue deleted meanwhile has no group left, and no records to keep
-            done = [(gid, data, loc) for (gid, data), loc in zip(images, locations, strict=True)
+            done = [(gid, data, loc)
+                    for (gid, data, _), loc in zip(images, locations, strict=True)
                     if not isinstance(loc, UnknownGroup)]
             failed = [loc for _, _, loc in done if isinstance(loc, BaseException)]
             if failed:
