@@ -300,7 +300,7 @@ MEASURES = ("confirm1", "confirm10", "pubsub", "failover")
 
 def run_kind(side: Side, kind: Kind, args: argparse.Namespace) -> dict[str, Any]:
     # the machine may be shared: what else ran during a column says how fair it is
-    span = ForeignCpu()
+    span = ForeignCpu(side)
     results = _run_kind(side, kind, args)
     results["conditions"] = span.result()
     print(f"   {kind.column}: {results['conditions']}", flush=True)

@@ -41,6 +41,8 @@ class Side(ABC):
     """One broker's 3-node cluster: addresses, the CLI, and killing and restarting a node."""
 
     broker = ""
+    # CPU seconds of killed processes that this process will never reap (see `ForeignCpu`)
+    killed_cpu_s = 0.0
 
     @abstractmethod
     def size(self) -> int:
@@ -212,6 +214,9 @@ class RabbitSide(Side):
     def kill(self, i: int) -> None:
         node = self.cluster[i]
         assert node.proc is not None
+        # beam.smp is the script's child: killed together, it is reaped by init, and its CPU
+        # would leave our accounts and look like another process's
+        self.killed_cpu_s += _group_cpu_s(node.proc.pid)
         os.killpg(node.proc.pid, signal.SIGKILL)  # beam.smp and the script that started it
         node.proc.wait(30)
         node.stop()  # sweeps what else carried the node's marker (port programs)
@@ -244,6 +249,24 @@ class RabbitSide(Side):
         self.cluster.stop()
 
 
+def _group_cpu_s(pgid: int) -> float:
+    """CPU seconds used so far by the processes of group `pgid` (and the children they
+    reaped)."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[2]) == pgid:
+            total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+    return total / ForeignCpu.HZ
+
+
 def start_side(broker: str, workdir: Path) -> Side:
     return RabbitSide(workdir) if broker == "RabbitMQ" else WarrenSide(workdir)
 
@@ -257,14 +280,19 @@ class ForeignCpu:
     The load average cannot say this: it counts the run's own brokers and clients. Machine
     busy time comes from /proc/stat; ours is this process (all threads), the children it
     reaped (os.times) and every live descendant including what it reaped (cutime/cstime),
-    so a process that ends within the span is still counted once, through its parent."""
+    so a process that ends within the span is still counted once, through its parent; and
+    what the side's SIGKILLed nodes had used, which nobody of ours reaps."""
 
     HZ = os.sysconf("SC_CLK_TCK")
 
-    def __init__(self) -> None:
+    def __init__(self, side: Side | None = None) -> None:
+        self.side = side  # whose killed processes count as ours (`Side.killed_cpu_s`)
         self.started = time.monotonic()
         self.busy0, self.steal0 = self._machine()
-        self.ours0 = self._ours()
+        self.ours0 = self._ours() + self._killed()
+
+    def _killed(self) -> float:
+        return self.side.killed_cpu_s if self.side is not None else 0.0
 
     @staticmethod
     def _machine() -> tuple[float, float]:
@@ -303,7 +331,7 @@ class ForeignCpu:
     def result(self) -> dict[str, float]:
         elapsed = time.monotonic() - self.started
         busy, steal = self._machine()
-        foreign = (busy - self.busy0) - (self._ours() - self.ours0)
+        foreign = (busy - self.busy0) - (self._ours() + self._killed() - self.ours0)
         return {"minutes": elapsed / 60,
                 "foreign_cpu_pct": max(0.0, 100.0 * foreign / elapsed),
                 "steal_pct": 100.0 * (steal - self.steal0) / elapsed}
