@@ -122,6 +122,22 @@ def test_overview_chart_moves_while_a_publisher_runs(page, mgmt_node):
     assert "Connections" in (page.text_content(".grid-5") or "")
 
 
+def test_leaving_the_overview_while_its_figures_are_on_their_way(page):
+    """The overview's figures arrive after the user went to another page: nothing is drawn
+    into the page that is gone (the `page` fixture fails on any JavaScript error)."""
+    held: list = []
+    page.route("**/api/overview?msg_rates_age*", lambda route: held.append(route))
+    page.goto(page.url.split("#")[0] + "#/overview")
+    wait_for(lambda: page.wait_for_timeout(50) or bool(held), 20,
+             what="the overview asking for its figures")
+    page.goto(page.url.split("#")[0] + "#/queues")
+    page.wait_for_selector("#main h1:has-text('Queues')")
+    for route in list(held):
+        route.continue_()  # the answers arrive now, on the queues page
+    page.wait_for_timeout(300)  # let them be handled; an error would be caught at teardown
+    assert page.locator("#chart-rates").count() == 0
+
+
 def test_create_a_queue_then_publish_and_get_a_message(page, api: Api):
     page.goto(page.url.split("#")[0] + "#/queues")
     page.click("#add-queue-panel summary")

@@ -265,6 +265,7 @@
       let o;
       try { o = await get("/overview?msg_rates_age=180&msg_rates_incr=2&lengths_age=180&lengths_incr=2"); }
       catch (e) { return; }
+      if (!totals.isConnected) return; // the user left the page while the answer was on its way
       const ot = o.object_totals;
       totals.replaceChildren(...[["Connections", ot.connections], ["Channels", ot.channels],
         ["Exchanges", ot.exchanges], ["Queues", ot.queues], ["Consumers", ot.consumers]].map(([l, v]) =>

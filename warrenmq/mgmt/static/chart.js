@@ -24,6 +24,7 @@
   }
 
   window.drawChart = function (canvas, series, opts) {
+    if (!canvas) return; // its page is gone
     opts = opts || {};
     const dpr = window.devicePixelRatio || 1;
     const w = canvas.clientWidth || 600;
