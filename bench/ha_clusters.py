@@ -20,6 +20,7 @@ import signal
 import subprocess
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -249,10 +250,9 @@ class RabbitSide(Side):
         self.cluster.stop()
 
 
-def _group_cpu_s(pgid: int) -> float:
-    """CPU seconds used so far by the processes of group `pgid` (and the children they
-    reaped)."""
-    total = 0
+def _processes() -> Iterator[tuple[int, int, int, int]]:
+    """(pid, parent pid, process group, CPU ticks: utime stime cutime cstime) of every
+    process there is."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -262,9 +262,14 @@ def _group_cpu_s(pgid: int) -> float:
         except OSError:
             continue
         fields = stat[stat.rindex(")") + 2:].split()
-        if int(fields[2]) == pgid:
-            total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
-    return total / ForeignCpu.HZ
+        yield (int(entry), int(fields[1]), int(fields[2]),
+               sum(int(x) for x in fields[11:15]))
+
+
+def _group_cpu_s(pgid: int) -> float:
+    """CPU seconds used so far by the processes of group `pgid` (and the children they
+    reaped)."""
+    return sum(t for _, _, group, t in _processes() if group == pgid) / ForeignCpu.HZ
 
 
 def start_side(broker: str, workdir: Path) -> Side:
@@ -306,17 +311,9 @@ class ForeignCpu:
     def _ours() -> float:
         parent: dict[int, int] = {}
         ticks: dict[int, int] = {}
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/stat") as fh:
-                    stat = fh.read()
-            except OSError:
-                continue
-            fields = stat[stat.rindex(")") + 2:].split()
-            parent[int(entry)] = int(fields[1])
-            ticks[int(entry)] = sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+        for pid, ppid, _, t in _processes():
+            parent[pid] = ppid
+            ticks[pid] = t
         me = os.getpid()
         total = 0
         for pid in ticks:
