@@ -27,7 +27,8 @@ class TurnTransport(MemoryTransport):
         network.transport(node_id)  # registers the endpoint
         super().__init__(network, node_id)
         self.host: RaftHost | None = None
-        self.sent: list[tuple[int, int, int]] = []  # (turn, peer, message count)
+        # ((turn, pass while persisting), peer, message count)
+        self.sent: list[tuple[tuple[int, int], int, int]] = []
         # batches carrying replies (anything but a leader's appends, heartbeats, snapshots)
         # sent while records they may acknowledge (entries, term, vote) were not yet durable
         self.unpersisted_sends = 0
@@ -35,7 +36,8 @@ class TurnTransport(MemoryTransport):
 
     def send(self, peer_node: int, batch: Batch) -> None:
         assert self.host is not None
-        self.sent.append((self.host.stats.turns, peer_node, len(batch.messages)))
+        stats = self.host.stats
+        self.sent.append(((stats.turns, stats.passes), peer_node, len(batch.messages)))
         wal = self.host.wal
         # Persist-before-send, for replies: what they acknowledge is durable by now. A
         # leader's own messages may leave earlier (Raft thesis 10.2.1).

@@ -5,6 +5,7 @@ test needs a known leader, so the scenarios do not depend on timing luck."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections import Counter
 
 import pytest
@@ -72,7 +73,8 @@ async def test_fifty_groups_share_one_batch_per_peer_per_turn(cluster: Cluster) 
     await asyncio.wait_for(asyncio.gather(*futures), 10)
     burst = sent[start:]
     per_turn_peer = Counter((turn, peer) for turn, peer, _ in burst)
-    assert max(per_turn_peer.values()) == 1  # never two batches to one peer in one turn
+    # never two batches to one peer in one turn (or one pass while a turn waits for the disk)
+    assert max(per_turn_peer.values()) == 1
     messages = sum(n for _, _, n in burst)
     # 200 proposals in 50 groups to 2 followers: hundreds of messages, a few batches each.
     assert messages >= 2 * 50
@@ -87,6 +89,45 @@ async def test_fifty_groups_share_one_batch_per_peer_per_turn(cluster: Cluster) 
     assert leader.stats.records > 2 * leader.stats.wal_batches
     assert all(t.unpersisted_sends == 0 for t in cluster.transports.values())
     assert cluster.transports[1].early_sends > 0
+
+
+async def test_a_leader_waiting_for_its_disk_still_replicates_and_commits(
+        cluster: Cluster) -> None:
+    """While the leader's turn waits for its own fsync, what arrives meanwhile is stepped and
+    its appends leave: a proposal made then reaches the followers, their answers commit it
+    (two of three, without the leader's disk), and the followers learn that and apply it.
+    Only the leader's own apply waits for its turn to end."""
+    cluster.add_group("q1")
+    await cluster.start()
+    await cluster.elect("q1", 1)
+    leader, wal = cluster.hosts[1], cluster.wals[1]
+    release = threading.Event()
+    in_fsync = threading.Event()
+    real_fdatasync = wal._fdatasync
+
+    def held_fdatasync(fd: int) -> None:
+        in_fsync.set()
+        release.wait(30)
+        real_fdatasync(fd)
+
+    wal._fdatasync = held_fdatasync  # type: ignore[method-assign]
+    try:
+        first = leader.propose("q1", b"first")
+        await wait_for(in_fsync.is_set, "the leader's turn waits for its disk")
+        second = leader.propose("q1", b"second")  # made while that turn waits
+        await wait_for(
+            lambda: all(cluster.data(n, "q1") == [b"first", b"second"] for n in (2, 3)),
+            "both followers applied both commands while the leader's fsync was held",
+        )
+        assert not first.done() and not second.done()
+        assert cluster.data(1, "q1") == []
+        assert leader.stats.passes > 0
+    finally:
+        release.set()
+    assert await asyncio.wait_for(asyncio.gather(first, second), 10)
+    assert cluster.data(1, "q1") == [b"first", b"second"]
+    # Replies still waited for the disk: nothing was acknowledged before it was durable.
+    assert all(t.unpersisted_sends == 0 for t in cluster.transports.values())
 
 
 async def test_idle_groups_are_not_ticked(cluster: Cluster) -> None:

@@ -190,6 +190,18 @@ class RaftNode:
         if self.role is Role.LEADER:
             self._bcast_append()
 
+    def take_messages(self, types: frozenset[MessageType]) -> list[Message]:
+        """Remove and return the outgoing messages of `types`, for a host that sends them
+        before the Ready that would carry them (a leader's appends while a Ready is being
+        persisted; every other message stays for its Ready)."""
+        msgs = self.msgs
+        if not msgs:
+            return []
+        out = [m for m in msgs if m.type in types]
+        if out:
+            self.msgs = [m for m in msgs if m.type not in types]
+        return out
+
     def propose_conf_change(self, op: ConfChangeOp, node_id: int) -> int:
         """Add or remove one voter; returns the index of the change entry."""
         self._check_can_propose()

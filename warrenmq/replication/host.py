@@ -19,6 +19,14 @@ Theory of operation. One loop turn:
    applied, `applied_early`, not the core's).
 Persist-before-reply holds because step 4 starts after step 3's durable callback.
 
+While a turn waits for the disk, whatever arrives (a proposal, a batch from a peer) is not
+left for the next turn: a pass (`_while_persisting`) steps it into its group and sends what
+may leave before its Ready is persisted, the messages of step 3's early kind. So a proposal
+made meanwhile reaches the followers at once, and followers' answers stepped meanwhile
+commit entries and carry the new commit index out. Everything else the pass produces
+(replies, votes, entries to persist or apply) stays in its group for the next turn's Ready,
+as etcd's raft allows a Step between Ready and Advance.
+
 Idle groups cost nothing per tick. The Raft core heartbeats from every leader on every
 tick; the host does not tick a group that is *quiet*:
 - a leader is quiet once every live peer matches its last index, everything is
@@ -132,6 +140,7 @@ class HostStopped(ReplicationError):
 @dataclass(slots=True)
 class HostStats:
     turns: int = 0
+    passes: int = 0  # steps and sends while a turn waited for the disk
     ticks: int = 0
     groups_ticked: int = 0  # group ticks actually done (quiet groups are skipped)
     wal_batches: int = 0  # turns that appended records
@@ -251,6 +260,8 @@ class RaftHost:
         self._incarnations: dict[int, int] = {}
         self._suspected: set[int] = set()
         self._wake: asyncio.Event | None = None
+        self._persisting = False  # a turn waits for its records to be durable
+        self._between_scheduled = False
         self._task: asyncio.Task[None] | None = None
         # asyncio.get_running_loop() makes a getpid() system call on every call (3.11's
         # fork check): a tenth of a busy leader's time when called per proposal
@@ -559,6 +570,34 @@ class RaftHost:
     def _kick(self) -> None:
         if self._wake is not None:
             self._wake.set()
+        if self._persisting and not self._between_scheduled:
+            self._between_scheduled = True
+            assert self._loop is not None
+            self._loop.call_soon(self._while_persisting)
+
+    def _while_persisting(self) -> None:
+        """While a turn waits for the disk: step what arrived and send what may leave
+        before its Ready is persisted (a leader's appends and heartbeats), so a proposal or
+        an answer that comes meanwhile does not wait for the turn to end. The rest (replies,
+        votes, entries to persist, entries to apply) waits for the next turn as before."""
+        self._between_scheduled = False
+        if not self._persisting or self._stopping:
+            return
+        self.stats.passes += 1
+        try:
+            unsent, self._unsent = self._unsent, set()
+            for g in unsent:
+                if self._groups.get(g.id) is g:
+                    g.node.broadcast()
+            self._step_inbox()
+            out: dict[int, list[tuple[str, Message]]] = {}
+            for g in (*unsent, *self._dirty):
+                for m in g.node.take_messages(SENT_BEFORE_DURABLE):
+                    out.setdefault(m.to, []).append((g.id, m))
+            self._send_batches(out)
+        except Exception:
+            log.exception("node %s: the Raft host failed and stops", self.node_id)
+            self._halt("Raft host failed")
 
     def _touch(self, g: _Group) -> None:
         g.idle_ticks = 0
@@ -746,7 +785,11 @@ class RaftHost:
             applied = self._apply_committed(
                 [(g, rd) for g, rd in work
                  if not any(e.kind is EntryKind.CONF_CHANGE for e in rd.committed_entries)])
-            await self._durable()
+            self._persisting = True
+            try:
+                await self._durable()
+            finally:
+                self._persisting = False
         # A group removed while its records were being made durable is not served further.
         work = [(g, rd) for g, rd in work if self._groups.get(g.id) is g]
         for g, rd in work:
