@@ -62,6 +62,22 @@ async def test_one_way_messages_keep_their_order_per_peer(trio) -> None:
     assert b.links.unhandled == 0
 
 
+async def test_a_message_sent_now_leaves_with_what_was_queued_before_it(trio) -> None:
+    a, b, _ = trio
+    got: list[int] = []
+    b.links.on("seq", lambda peer, n: got.append(n))
+    await linked(a, b)
+    writes_before = _peer_info(a, b)["writes"]
+    assert a.links.send(b.name, "seq", 1)
+    assert a.links.send(b.name, "seq", 2, now=True)
+    # written in this call, both frames in one write, not at the end of the loop turn
+    assert _peer_info(a, b)["writes"] == writes_before + 1
+    assert a.links.send(b.name, "seq", 3)
+    assert _peer_info(a, b)["writes"] == writes_before + 1
+    await wait_until(lambda: got == [1, 2, 3], "the three messages at b, in order")
+    assert _peer_info(a, b)["writes"] >= writes_before + 2  # the third at the turn's end
+
+
 def _peer_info(node: LinkNode, peer: LinkNode) -> dict:
     return next(d for d in node.links.describe() if d["node"] == peer.name)
 

@@ -429,13 +429,17 @@ class PeerLinks:
         return peer in self._cut
 
     # -- sending --------------------------------------------------------------------------
-    def send(self, peer: str, kind: str, payload: Any) -> bool:
-        """Queue a one-way message; False (and nothing queued) if `peer` has no link now."""
+    def send(self, peer: str, kind: str, payload: Any, now: bool = False) -> bool:
+        """Queue a one-way message; False (and nothing queued) if `peer` has no link now.
+        `now` writes it (with whatever this turn queued before it) at once, not at the end
+        of the loop turn."""
         p = self._peers.get(peer)
         link = p.link if p is not None else None
         if link is None:
             return False
         link.queue([_MSG, kind, payload])
+        if now:
+            link.flush()
         return True
 
     async def request(self, peer: str, kind: str, payload: Any, timeout_s: float = 10.0) -> Any:

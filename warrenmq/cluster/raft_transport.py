@@ -117,7 +117,10 @@ class ClusterTransport(Transport):
             else:
                 self._no_link(name)
             return
-        if not links.send(name, KIND, wire.encode_batch(batch)):
+        # A host sends one batch per peer per turn: written at once, not a loop iteration
+        # later, as every Raft hop of a message would otherwise wait for one more iteration
+        # of a busy loop (bench/ha.py's producer -> consumer rate rose about 10 %).
+        if not links.send(name, KIND, wire.encode_batch(batch), now=True):
             self._no_link(name)
             return
         self.stats.batches_sent += 1
