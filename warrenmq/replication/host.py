@@ -14,7 +14,8 @@ Theory of operation. One loop turn:
    then wait once for the batch to be durable, unless only commit indexes moved (etcd's
    MustSync: a commit index need not be synchronous);
 4. only then send the rest (replies, votes): the messages of every group for one peer go
-   in one batch;
+   in one batch, sent from the WAL's durable callback itself (a loop iteration before the
+   turn's task resumes), unless a snapshot is to be installed first;
 5. `advance` every Ready (a compaction asked for before that snapshots at the index
    applied, `applied_early`, not the core's).
 Persist-before-reply holds because step 4 starts after step 3's durable callback.
@@ -751,6 +752,7 @@ class RaftHost:
                 must_wait = must_wait or hs.term != was.term or hs.vote != was.vote
         sent_early: set[int] = set()
         applied: set[str] = set()  # groups whose committed entries are applied already
+        late: dict[int, list[tuple[_Group, Message]]] | None = None  # sent once durable
         if recs and not must_wait:
             # Only commit indexes moved: nothing sent or applied this turn relies on them
             # being on disk (a commit index lost in a crash is learnt again from the
@@ -785,9 +787,14 @@ class RaftHost:
             applied = self._apply_committed(
                 [(g, rd) for g, rd in work
                  if not any(e.kind is EntryKind.CONF_CHANGE for e in rd.committed_entries)])
+            # The replies and votes of this turn are known now: they leave from the WAL's
+            # durable callback itself, a loop iteration before this task resumes. (Not
+            # with a snapshot to install: its reply waits until it is restored.)
+            if not any(rd.snapshot is not None for _, rd in work):
+                late = self._late_messages(work, sent_early, heartbeat_due)
             self._persisting = True
             try:
-                await self._durable()
+                await self._durable(late)
             finally:
                 self._persisting = False
         # A group removed while its records were being made durable is not served further.
@@ -801,16 +808,10 @@ class RaftHost:
             g.storage.append(rd.entries)
             if rd.hard_state is not None:
                 g.storage.set_hard_state(rd.hard_state)
-        # 2. send: one batch per peer node, carrying every group's messages for it.
-        out: dict[int, list[tuple[str, Message]]] = {}
-        for g, rd in work:
-            for m in rd.messages:
-                if not (sent_early and m.type in SENT_BEFORE_DURABLE):
-                    out.setdefault(m.to, []).append((g.id, m))
-        if heartbeat_due:
-            for peer in self._peers - sent_early:
-                out.setdefault(peer, [])
-        self._send_batches(out)
+        # 2. send (unless sent as the records became durable): one batch per peer node,
+        # carrying every group's messages for it.
+        if late is None:
+            self._send_late(self._late_messages(work, sent_early, heartbeat_due))
         # 3. apply (unless done above), then advance.
         self._apply_committed([(g, rd) for g, rd in work if g.id not in applied])
         for g, rd in work:
@@ -908,10 +909,33 @@ class RaftHost:
                     voters = ConfChange.decode(e.data).voters
         return voters
 
-    async def _durable(self) -> None:
+    def _late_messages(self, work: list[tuple[_Group, Ready]], sent_early: set[int],
+                       heartbeat_due: bool) -> dict[int, list[tuple[_Group, Message]]]:
+        """What `work` sends once its records are durable, by peer (with an empty batch for
+        every peer owed a heartbeat and not sent to yet)."""
+        out: dict[int, list[tuple[_Group, Message]]] = {}
+        for g, rd in work:
+            for m in rd.messages:
+                if not (sent_early and m.type in SENT_BEFORE_DURABLE):
+                    out.setdefault(m.to, []).append((g, m))
+        if heartbeat_due:
+            for peer in self._peers - sent_early:
+                out.setdefault(peer, [])
+        return out
+
+    def _send_late(self, late: dict[int, list[tuple[_Group, Message]]]) -> None:
+        # a group removed while its records were being made durable sends nothing more
+        groups = self._groups
+        self._send_batches({peer: [(g.id, m) for g, m in msgs if groups.get(g.id) is g]
+                            for peer, msgs in late.items()})
+
+    async def _durable(self, late: dict[int, list[tuple[_Group, Message]]] | None = None
+                       ) -> None:
         fut: asyncio.Future[WALError | None] = self._future()
 
         def done(error: WALError | None) -> None:
+            if error is None and late is not None and not self._stopping:
+                self._send_late(late)
             if not fut.done():
                 fut.set_result(error)
 
