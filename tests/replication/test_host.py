@@ -130,6 +130,46 @@ async def test_a_leader_waiting_for_its_disk_still_replicates_and_commits(
     assert all(t.unpersisted_sends == 0 for t in cluster.transports.values())
 
 
+async def test_a_follower_waiting_for_its_disk_writes_what_arrives_meanwhile(
+        cluster: Cluster) -> None:
+    """A follower whose turn waits for its fsync writes an append that arrives meanwhile at
+    once (it joins the next fsync instead of waiting for the turn to end), and answers it
+    only once that is durable. What it wrote so is in its log after a restart."""
+    cluster.add_group("q1")
+    await cluster.start()
+    await cluster.elect("q1", 1)
+    leader, wal = cluster.hosts[1], cluster.wals[2]
+    release = threading.Event()
+    in_fsync = threading.Event()
+    real_fdatasync = wal._fdatasync
+
+    def held_fdatasync(fd: int) -> None:
+        in_fsync.set()
+        release.wait(30)
+        real_fdatasync(fd)
+
+    wal._fdatasync = held_fdatasync  # type: ignore[method-assign]
+    try:
+        first = leader.propose("q1", b"first")
+        await wait_for(in_fsync.is_set, "node 2's turn waits for its disk")
+        appended = wal.appended
+        second = leader.propose("q1", b"second")
+        await wait_for(lambda: wal.appended > appended,
+                       "node 2 wrote the second entry while its fsync was held")
+        # the leader and node 3 are a majority without node 2
+        assert await asyncio.wait_for(asyncio.gather(first, second), 10)
+        assert cluster.data(2, "q1") == []
+    finally:
+        release.set()
+    await wait_for(lambda: cluster.data(2, "q1") == [b"first", b"second"],
+                   "node 2 applied both once its disk answered")
+    assert all(t.unpersisted_sends == 0 for t in cluster.transports.values())
+    await cluster.stop_host(2)
+    await cluster.start_host(2)
+    await wait_for(lambda: cluster.data(2, "q1") == [b"first", b"second"],
+                   "node 2 has both after a restart from its WAL")
+
+
 async def test_idle_groups_are_not_ticked(cluster: Cluster) -> None:
     groups = [f"q{i}" for i in range(20)]
     for g in groups:

@@ -24,6 +24,7 @@ class RaftLog:
         "unstable_snapshot",
         "committed",
         "applied",
+        "written",
     )
 
     def __init__(self, storage: Storage) -> None:
@@ -35,6 +36,10 @@ class RaftLog:
         # (The stored log may keep entries before the snapshot; they are never re-applied.)
         self.committed = storage.snapshot().index
         self.applied = self.committed
+        # How many leading unstable entries the host was handed already (by a Ready, or by
+        # `RaftNode.take_unwritten` while one was being persisted): they are in its WAL, or
+        # on their way, but not yet stable.
+        self.written = 0
 
     # -- reading ------------------------------------------------------------------------
     def first_index(self) -> int:
@@ -114,8 +119,10 @@ class RaftLog:
             # Replaces stored entries too: the host's next append truncates them.
             self.unstable_offset = first
             self.unstable = list(entries)
+            self.written = 0
         else:
             self.unstable = self.unstable[: first - off] + list(entries)
+            self.written = min(self.written, first - off)
 
     def find_conflict(self, entries: tuple[Entry, ...]) -> int:
         """The index of the first entry that is new or differs in term from ours, or 0."""
@@ -151,14 +158,17 @@ class RaftLog:
         self.unstable_snapshot = snapshot
         self.unstable = []
         self.unstable_offset = snapshot.index + 1
+        self.written = 0
 
     def stable_to(self, index: int, term: int) -> None:
         """The host persisted entries up to `index` (of `term`): forget them here, unless
         they were replaced in the meantime."""
         if index < self.unstable_offset or self.term(index) != term:
             return
-        del self.unstable[: index + 1 - self.unstable_offset]
+        n = index + 1 - self.unstable_offset
+        del self.unstable[:n]
         self.unstable_offset = index + 1
+        self.written = max(0, self.written - n)
 
     def stable_snapshot_to(self, index: int) -> None:
         if self.unstable_snapshot is not None and self.unstable_snapshot.index == index:

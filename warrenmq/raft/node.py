@@ -202,6 +202,27 @@ class RaftNode:
             self.msgs = [m for m in msgs if m.type not in types]
         return out
 
+    def take_unwritten(self) -> list[Entry]:
+        """The unstable entries not yet handed to the host, now handed: for a host that
+        writes them while a Ready is being persisted. They come back in the next Ready's
+        `written_entries` (to be stored once durable) and are stable after its advance.
+        None while a snapshot is to be installed, or while the term or vote differs from
+        what the last Ready carried (that must be persisted first, by a Ready)."""
+        log = self.log
+        if not self.may_reply_early():
+            return []
+        ents = log.unstable[log.written :]
+        log.written = len(log.unstable)
+        return ents
+
+    def may_reply_early(self) -> bool:
+        """Whether this node's messages may leave once everything the host wrote so far is
+        durable (the term and vote are those of the last Ready, no snapshot pending)."""
+        prev = self._outstanding.hard_state if self._outstanding is not None else None
+        prev = prev or self._prev_hard_state
+        return (self.log.unstable_snapshot is None and prev.term == self.term
+                and prev.vote == self.vote)
+
     def propose_conf_change(self, op: ConfChangeOp, node_id: int) -> int:
         """Add or remove one voter; returns the index of the change entry."""
         self._check_can_propose()
@@ -275,13 +296,17 @@ class RaftNode:
         hs = self.hard_state()
         if hs != self._prev_hard_state:
             rd.hard_state = hs
-        rd.entries = list(self.log.unstable)
+        log = self.log
+        rd.written_entries = log.unstable[: log.written]
+        rd.entries = log.unstable[log.written :]
+        log.written = len(log.unstable)
         rd.snapshot = self.log.unstable_snapshot
         rd.committed_entries = self.log.next_committed(self.config.apply_bytes_max)
         rd.messages, self.msgs = self.msgs, []
         prev = self._prev_hard_state
         rd.must_sync = bool(
             rd.entries
+            or rd.written_entries
             or rd.snapshot is not None
             or (rd.hard_state is not None and (hs.term != prev.term or hs.vote != prev.vote))
         )
@@ -298,8 +323,8 @@ class RaftNode:
         if rd.snapshot is not None:
             self.log.stable_snapshot_to(rd.snapshot.index)
             self.log.applied_to(rd.snapshot.index)
-        if rd.entries:
-            last = rd.entries[-1]
+        if rd.entries or rd.written_entries:
+            last = (rd.entries or rd.written_entries)[-1]
             self.log.stable_to(last.index, last.term)
             if self.role is Role.LEADER:
                 self._self_persisted()

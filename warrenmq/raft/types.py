@@ -154,7 +154,9 @@ class Ready:
     """One batch of work for the host, to be carried out in this order:
 
     1. persist `snapshot` (if any), then append `entries`, then store `hard_state` (if any);
-       these must be durable (fsynced) before step 2;
+       these must be durable (fsynced) before step 2, and so must `written_entries` (entries
+       the host was handed earlier by `RaftNode.take_unwritten` and wrote then; they go to
+       the host's storage with `entries`, in front of them);
     2. send `messages`;
     3. apply `committed_entries` to the state machine, in order;
     4. call `advance(ready)`.
@@ -163,6 +165,7 @@ class Ready:
 
     hard_state: HardState | None = None
     entries: list[Entry] = field(default_factory=list)
+    written_entries: list[Entry] = field(default_factory=list)
     snapshot: Snapshot | None = None
     messages: list[Message] = field(default_factory=list)
     committed_entries: list[Entry] = field(default_factory=list)

@@ -24,9 +24,16 @@ While a turn waits for the disk, whatever arrives (a proposal, a batch from a pe
 left for the next turn: a pass (`_while_persisting`) steps it into its group and sends what
 may leave before its Ready is persisted, the messages of step 3's early kind. So a proposal
 made meanwhile reaches the followers at once, and followers' answers stepped meanwhile
-commit entries and carry the new commit index out. Everything else the pass produces
-(replies, votes, entries to persist or apply) stays in its group for the next turn's Ready,
-as etcd's raft allows a Step between Ready and Advance.
+commit entries and carry the new commit index out. The entries the pass stepped in are
+written at once too (`RaftNode.take_unwritten`: they join the next fsync rather than wait
+for the turn to end), and the replies that came with them leave once they are durable (the
+WAL's callbacks fire in order, so after the waiting turn's records too); the next Ready
+hands them back as `written_entries`, to be stored and made stable. A group whose term or
+vote changed meanwhile, or that got a snapshot, keeps all of it for the next Ready, which
+persists the hard state first; entries to apply always wait for the next turn. (etcd's
+raft allows a Step between Ready and Advance; this is its asynchronous storage writes, for
+what arrives while a write is in flight.) A compaction between turns writes such entries
+again after the snapshot, as they are not in the storage yet.
 
 Idle groups cost nothing per tick. The Raft core heartbeats from every leader on every
 tick; the host does not tick a group that is *quiet*:
@@ -105,6 +112,7 @@ RestoreFn = Callable[[int, bytes], None]
 _HEARTBEATS = (MessageType.HEARTBEAT, MessageType.HEARTBEAT_RESP)
 # what only a leader sends: may leave before the leader's own write is durable
 SENT_BEFORE_DURABLE = frozenset((MessageType.APPEND, MessageType.HEARTBEAT, MessageType.SNAPSHOT))
+_AFTER_DURABLE = frozenset(MessageType) - SENT_BEFORE_DURABLE
 
 
 def _raft_debug(group_id: str, text: str) -> None:
@@ -252,8 +260,8 @@ class RaftHost:
         self._awake: set[_Group] = set()
         self._dirty: set[_Group] = set()
         self._unsent: set[_Group] = set()  # proposals not yet broadcast (one append per turn)
-        # WAL records (a count) that must be durable before a reply leaves: entries, terms,
-        # votes and snapshots appended so far (a check for tests; see _handle_readies)
+        # WAL records (a count) that must be durable before the replies being sent leave:
+        # the entries, terms, votes and snapshots they may acknowledge (a check for tests)
         self.must_be_durable = 0
         self._inbox: list[Batch] = []
         self._tick_no = 0
@@ -596,6 +604,7 @@ class RaftHost:
                 for m in g.node.take_messages(SENT_BEFORE_DURABLE):
                     out.setdefault(m.to, []).append((g.id, m))
             self._send_batches(out)
+            self._write_while_persisting()
         except Exception:
             log.exception("node %s: the Raft host failed and stops", self.node_id)
             self._halt("Raft host failed")
@@ -745,6 +754,8 @@ class RaftHost:
             if rd.entries:
                 recs.append((records.RAFT_ENTRIES, records.encode_entries(g.id, rd.entries)))
                 must_wait = True
+            if rd.written_entries:
+                must_wait = True  # written while a turn waited: not known durable yet
             hs = rd.hard_state
             if hs is not None:
                 recs.append((records.RAFT_HARD_STATE, records.encode_hard_state(g.id, hs)))
@@ -753,6 +764,7 @@ class RaftHost:
         sent_early: set[int] = set()
         applied: set[str] = set()  # groups whose committed entries are applied already
         late: dict[int, list[tuple[_Group, Message]]] | None = None  # sent once durable
+        needs = self.must_be_durable  # the WAL records this turn's replies acknowledge
         if recs and not must_wait:
             # Only commit indexes moved: nothing sent or applied this turn relies on them
             # being on disk (a commit index lost in a crash is learnt again from the
@@ -762,11 +774,12 @@ class RaftHost:
             self.wal.append_many(recs)
             self.stats.wal_batches += 1
             self.stats.records += len(recs)
-        elif recs:
-            self.wal.append_many(recs)
-            self.must_be_durable = self.wal.appended
-            self.stats.wal_batches += 1
-            self.stats.records += len(recs)
+        elif must_wait:
+            if recs:
+                self.wal.append_many(recs)
+                self.stats.wal_batches += 1
+                self.stats.records += len(recs)
+            needs = self.wal.appended
             # A leader's appends and heartbeats go out while its own write is in flight
             # [Raft thesis 10.2.1]: it counts itself towards a commit only once `advance`
             # runs, after the write is durable, so a majority of *other* replicas having an
@@ -794,7 +807,7 @@ class RaftHost:
                 late = self._late_messages(work, sent_early, heartbeat_due)
             self._persisting = True
             try:
-                await self._durable(late)
+                await self._durable(late, needs)
             finally:
                 self._persisting = False
         # A group removed while its records were being made durable is not served further.
@@ -805,13 +818,14 @@ class RaftHost:
                 if g.restore is None:
                     raise ReplicationError(f"group {g.id!r} got a snapshot: needs restore")
                 g.restore(rd.snapshot.index, rd.snapshot.data)
-            g.storage.append(rd.entries)
+            g.storage.append(rd.written_entries + rd.entries if rd.written_entries
+                             else rd.entries)
             if rd.hard_state is not None:
                 g.storage.set_hard_state(rd.hard_state)
         # 2. send (unless sent as the records became durable): one batch per peer node,
         # carrying every group's messages for it.
         if late is None:
-            self._send_late(self._late_messages(work, sent_early, heartbeat_due))
+            self._send_late(self._late_messages(work, sent_early, heartbeat_due), needs)
         # 3. apply (unless done above), then advance.
         self._apply_committed([(g, rd) for g, rd in work if g.id not in applied])
         for g, rd in work:
@@ -848,8 +862,9 @@ class RaftHost:
 
     def _compact(self) -> None:
         """Carry out the queued compactions. Called between turns only: every record the
-        groups handed to the WAL is then in their storage too, so the batch written here
-        is complete and later records can only extend it."""
+        groups handed to the WAL is then in their storage too, but for entries written while
+        the last turn waited (the log's `written` ones), which the batch carries after the
+        storage's; so it is complete and later records can only extend it."""
         todo, self._compactions = self._compactions, []
         batch: list[tuple[int, bytes]] = []
         done: list[tuple[_Compaction, int]] = []
@@ -871,6 +886,10 @@ class RaftHost:
             if last > snap.index:
                 entries = storage.entries(snap.index + 1, last + 1, 1 << 62)
                 batch.append((records.RAFT_ENTRIES, records.encode_entries(g.id, entries)))
+            log_ = g.node.log
+            if log_.written:  # written while a turn waited, stored after the next one
+                batch.append((records.RAFT_ENTRIES,
+                              records.encode_entries(g.id, log_.unstable[: log_.written])))
             storage.compact(snap.index)
             done.append((c, first))
         if not batch:
@@ -909,6 +928,34 @@ class RaftHost:
                     voters = ConfChange.decode(e.data).voters
         return voters
 
+    def _write_while_persisting(self) -> None:
+        """Write the entries stepped in meanwhile, and send the replies stepped in with them
+        once they are durable (the WAL's callbacks fire in order: after this turn's own
+        records too). Not a group whose term or vote changed meanwhile, or that got a
+        snapshot: those wait for the next Ready, which persists the hard state first."""
+        recs: list[tuple[int, bytes]] = []
+        late: dict[int, list[tuple[_Group, Message]]] = {}
+        for g in self._dirty:
+            if self._groups.get(g.id) is not g or not g.node.may_reply_early():
+                continue
+            ents = g.node.take_unwritten()
+            if ents:
+                recs.append((records.RAFT_ENTRIES, records.encode_entries(g.id, ents)))
+            for m in g.node.take_messages(_AFTER_DURABLE):
+                late.setdefault(m.to, []).append((g, m))
+        if recs:
+            self.wal.append_many(recs)
+            self.stats.wal_batches += 1
+            self.stats.records += len(recs)
+        if late:
+            needs = self.wal.appended
+
+            def durable(error: WALError | None) -> None:
+                if error is None and not self._stopping:
+                    self._send_late(late, needs)
+
+            self.wal.on_durable(durable)
+
     def _late_messages(self, work: list[tuple[_Group, Ready]], sent_early: set[int],
                        heartbeat_due: bool) -> dict[int, list[tuple[_Group, Message]]]:
         """What `work` sends once its records are durable, by peer (with an empty batch for
@@ -923,19 +970,20 @@ class RaftHost:
                 out.setdefault(peer, [])
         return out
 
-    def _send_late(self, late: dict[int, list[tuple[_Group, Message]]]) -> None:
+    def _send_late(self, late: dict[int, list[tuple[_Group, Message]]], needs: int) -> None:
         # a group removed while its records were being made durable sends nothing more
+        self.must_be_durable = needs
         groups = self._groups
         self._send_batches({peer: [(g.id, m) for g, m in msgs if groups.get(g.id) is g]
                             for peer, msgs in late.items()})
 
-    async def _durable(self, late: dict[int, list[tuple[_Group, Message]]] | None = None
-                       ) -> None:
+    async def _durable(self, late: dict[int, list[tuple[_Group, Message]]] | None = None,
+                       needs: int = 0) -> None:
         fut: asyncio.Future[WALError | None] = self._future()
 
         def done(error: WALError | None) -> None:
             if error is None and late is not None and not self._stopping:
-                self._send_late(late)
+                self._send_late(late, needs)
             if not fut.done():
                 fut.set_result(error)
 
