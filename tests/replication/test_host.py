@@ -12,6 +12,7 @@ import pytest
 
 from warrenmq.raft import NotLeader
 from warrenmq.replication import LeadershipLost, UnknownGroup
+from warrenmq.store.wal import WAL
 
 from .cluster import Cluster, wait_for
 
@@ -91,6 +92,22 @@ async def test_fifty_groups_share_one_batch_per_peer_per_turn(cluster: Cluster) 
     assert cluster.transports[1].early_sends > 0
 
 
+class HeldFsync:
+    """A real WAL whose fsyncs wait until `release` is set (`waiting` says one does)."""
+
+    def __init__(self, wal: WAL) -> None:
+        self.release = threading.Event()
+        self.waiting = threading.Event()
+        real = wal._fdatasync
+
+        def held(fd: int) -> None:
+            self.waiting.set()
+            self.release.wait(30)
+            real(fd)
+
+        wal._fdatasync = held  # type: ignore[method-assign]
+
+
 async def test_a_leader_waiting_for_its_disk_still_replicates_and_commits(
         cluster: Cluster) -> None:
     """While the leader's turn waits for its own fsync, what arrives meanwhile is stepped and
@@ -100,20 +117,11 @@ async def test_a_leader_waiting_for_its_disk_still_replicates_and_commits(
     cluster.add_group("q1")
     await cluster.start()
     await cluster.elect("q1", 1)
-    leader, wal = cluster.hosts[1], cluster.wals[1]
-    release = threading.Event()
-    in_fsync = threading.Event()
-    real_fdatasync = wal._fdatasync
-
-    def held_fdatasync(fd: int) -> None:
-        in_fsync.set()
-        release.wait(30)
-        real_fdatasync(fd)
-
-    wal._fdatasync = held_fdatasync  # type: ignore[method-assign]
+    leader = cluster.hosts[1]
+    held = HeldFsync(cluster.wals[1])
     try:
         first = leader.propose("q1", b"first")
-        await wait_for(in_fsync.is_set, "the leader's turn waits for its disk")
+        await wait_for(held.waiting.is_set, "the leader's turn waits for its disk")
         second = leader.propose("q1", b"second")  # made while that turn waits
         await wait_for(
             lambda: all(cluster.data(n, "q1") == [b"first", b"second"] for n in (2, 3)),
@@ -123,7 +131,7 @@ async def test_a_leader_waiting_for_its_disk_still_replicates_and_commits(
         assert cluster.data(1, "q1") == []
         assert leader.stats.passes > 0
     finally:
-        release.set()
+        held.release.set()
     assert await asyncio.wait_for(asyncio.gather(first, second), 10)
     assert cluster.data(1, "q1") == [b"first", b"second"]
     # Replies still waited for the disk: nothing was acknowledged before it was durable.
@@ -139,19 +147,10 @@ async def test_a_follower_waiting_for_its_disk_writes_what_arrives_meanwhile(
     await cluster.start()
     await cluster.elect("q1", 1)
     leader, wal = cluster.hosts[1], cluster.wals[2]
-    release = threading.Event()
-    in_fsync = threading.Event()
-    real_fdatasync = wal._fdatasync
-
-    def held_fdatasync(fd: int) -> None:
-        in_fsync.set()
-        release.wait(30)
-        real_fdatasync(fd)
-
-    wal._fdatasync = held_fdatasync  # type: ignore[method-assign]
+    held = HeldFsync(wal)
     try:
         first = leader.propose("q1", b"first")
-        await wait_for(in_fsync.is_set, "node 2's turn waits for its disk")
+        await wait_for(held.waiting.is_set, "node 2's turn waits for its disk")
         appended = wal.appended
         second = leader.propose("q1", b"second")
         await wait_for(lambda: wal.appended > appended,
@@ -160,7 +159,7 @@ async def test_a_follower_waiting_for_its_disk_writes_what_arrives_meanwhile(
         assert await asyncio.wait_for(asyncio.gather(first, second), 10)
         assert cluster.data(2, "q1") == []
     finally:
-        release.set()
+        held.release.set()
     await wait_for(lambda: cluster.data(2, "q1") == [b"first", b"second"],
                    "node 2 applied both once its disk answered")
     assert all(t.unpersisted_sends == 0 for t in cluster.transports.values())
