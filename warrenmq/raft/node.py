@@ -206,7 +206,7 @@ class RaftNode:
         """The unstable entries not yet handed to the host, now handed: for a host that
         writes them while a Ready is being persisted. They come back in the next Ready's
         `written_entries` (to be stored once durable) and are stable after its advance.
-        None while a snapshot is to be installed, or while the term or vote differs from
+        Nothing while a snapshot is to be installed, or while the term or vote differs from
         what the last Ready carried (that must be persisted first, by a Ready)."""
         log = self.log
         if not self.may_reply_early():

@@ -587,8 +587,9 @@ class RaftHost:
     def _while_persisting(self) -> None:
         """While a turn waits for the disk: step what arrived and send what may leave
         before its Ready is persisted (a leader's appends and heartbeats), so a proposal or
-        an answer that comes meanwhile does not wait for the turn to end. The rest (replies,
-        votes, entries to persist, entries to apply) waits for the next turn as before."""
+        an answer that comes meanwhile does not wait for the turn to end; write the entries
+        stepped in, their replies to follow once durable (`_write_while_persisting`).
+        Entries to apply, and a group whose term or vote changed, wait for the next turn."""
         self._between_scheduled = False
         if not self._persisting or self._stopping:
             return
