@@ -806,9 +806,10 @@ class RaftHost:
             # with a snapshot to install: its reply waits until it is restored.)
             if not any(rd.snapshot is not None for _, rd in work):
                 late = self._late_messages(work, sent_early, heartbeat_due)
+                self._send_once_durable(late)
             self._persisting = True
             try:
-                await self._durable(late, needs)
+                await self._durable()
             finally:
                 self._persisting = False
         # A group removed while its records were being made durable is not served further.
@@ -949,13 +950,7 @@ class RaftHost:
             self.stats.wal_batches += 1
             self.stats.records += len(recs)
         if late:
-            needs = self.wal.appended
-
-            def durable(error: WALError | None) -> None:
-                if error is None and not self._stopping:
-                    self._send_late(late, needs)
-
-            self.wal.on_durable(durable)
+            self._send_once_durable(late)
 
     def _late_messages(self, work: list[tuple[_Group, Ready]], sent_early: set[int],
                        heartbeat_due: bool) -> dict[int, list[tuple[_Group, Message]]]:
@@ -971,6 +966,17 @@ class RaftHost:
                 out.setdefault(peer, [])
         return out
 
+    def _send_once_durable(self, late: dict[int, list[tuple[_Group, Message]]]) -> None:
+        """Send `late` from the WAL's callback once everything appended so far is durable
+        (callbacks fire in registration order)."""
+        needs = self.wal.appended
+
+        def durable(error: WALError | None) -> None:
+            if error is None and not self._stopping:
+                self._send_late(late, needs)
+
+        self.wal.on_durable(durable)
+
     def _send_late(self, late: dict[int, list[tuple[_Group, Message]]], needs: int) -> None:
         # a group removed while its records were being made durable sends nothing more
         self.must_be_durable = needs
@@ -978,13 +984,10 @@ class RaftHost:
         self._send_batches({peer: [(g.id, m) for g, m in msgs if groups.get(g.id) is g]
                             for peer, msgs in late.items()})
 
-    async def _durable(self, late: dict[int, list[tuple[_Group, Message]]] | None = None,
-                       needs: int = 0) -> None:
+    async def _durable(self) -> None:
         fut: asyncio.Future[WALError | None] = self._future()
 
         def done(error: WALError | None) -> None:
-            if error is None and late is not None and not self._stopping:
-                self._send_late(late, needs)
             if not fut.done():
                 fut.set_result(error)
 
