@@ -3,6 +3,8 @@ MemoryStorage and the unstable log."""
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from warrenmq.raft import (
@@ -12,8 +14,12 @@ from warrenmq.raft import (
     Entry,
     Inflights,
     MemoryStorage,
+    Message,
+    MessageType,
     Progress,
     ProgressState,
+    RaftConfig,
+    Ready,
     StorageError,
     Unavailable,
     VoteResult,
@@ -21,6 +27,7 @@ from warrenmq.raft import (
     vote_result,
 )
 from warrenmq.raft.log import RaftLog
+from warrenmq.raft.node import RaftNode
 
 
 @pytest.mark.parametrize(
@@ -128,6 +135,72 @@ def test_raft_log_unstable_tail_shadows_storage() -> None:
     st.append(list(log.unstable))
     log.stable_to(4, 2)
     assert log.unstable == [] and log.unstable_offset == 5
+
+
+def test_raft_log_written_entries_follow_truncation_and_stabilising() -> None:
+    """`written` counts the leading unstable entries the host has written: a conflicting
+    append pulls it back to what is still there, stabilising moves it along."""
+    st = MemoryStorage()
+    st.append([Entry(1, 1), Entry(1, 2)])
+    log = RaftLog(st)
+    log.append([Entry(1, 3), Entry(1, 4), Entry(1, 5)])
+    log.written = 3  # all three handed to the host
+    log.append([Entry(2, 5)])  # replaces 5 only: 3 and 4 stay written
+    assert log.written == 2 and [e.term for e in log.unstable] == [1, 1, 2]
+    log.append([Entry(3, 4)])  # replaces 4 and drops 5
+    assert log.written == 1 and [(e.index, e.term) for e in log.unstable] == [(3, 1), (4, 3)]
+    log.stable_to(3, 1)  # the written one is stable now
+    assert log.written == 0 and log.unstable_offset == 4
+    log.written = 1
+    log.append([Entry(3, 2)])  # at or before the offset: nothing unstable is written
+    assert log.written == 0 and log.unstable_offset == 2
+
+
+def test_a_follower_hands_out_entries_while_a_ready_is_persisted() -> None:
+    """`take_unwritten` between Ready and advance: the entries and replies stepped in
+    meanwhile may be written and sent early; the next Ready gives the entries back as
+    written, to store. Not once the term changed: that needs a Ready of its own first."""
+    storage = MemoryStorage({1, 2, 3})
+    node = RaftNode(1, storage, random.Random(1), RaftConfig())
+
+    def append(term: int, index: int, entries: list[Entry]) -> Message:
+        # from leader 2; the entries before `index` are all of term 1
+        return Message(MessageType.APPEND, 2, 1, term, log_term=1 if index else 0,
+                       index=index, entries=tuple(entries), commit=0)
+
+    def done(rd: Ready) -> None:  # what the host does once rd is durable
+        storage.append(rd.written_entries + rd.entries)
+        if rd.hard_state is not None:
+            storage.set_hard_state(rd.hard_state)
+        node.advance(rd)
+
+    node.step(append(1, 0, [Entry(1, 1)]))
+    rd = node.ready()
+    assert rd is not None and [e.index for e in rd.entries] == [1]
+    assert rd.hard_state is not None and rd.hard_state.term == 1
+    node.step(append(1, 1, [Entry(1, 2), Entry(1, 3)]))  # while rd is being persisted
+    assert node.may_reply_early()
+    assert [e.index for e in node.take_unwritten()] == [2, 3]
+    assert node.take_unwritten() == []  # handed once
+    replies = node.take_messages(frozenset({MessageType.APPEND_RESP}))
+    assert [(m.type, m.index) for m in replies] == [(MessageType.APPEND_RESP, 3)]
+    done(rd)
+    rd2 = node.ready()
+    assert rd2 is not None and rd2.entries == [] and rd2.messages == []
+    assert [e.index for e in rd2.written_entries] == [2, 3] and rd2.must_sync
+    done(rd2)
+    assert node.log.unstable == [] and node.log.written == 0 and storage.last_index() == 3
+
+    node.step(append(1, 3, [Entry(1, 4)]))
+    rd3 = node.ready()
+    assert rd3 is not None and [e.index for e in rd3.entries] == [4]
+    node.step(append(2, 4, [Entry(2, 5)]))  # a new term: not durable yet
+    assert not node.may_reply_early() and node.take_unwritten() == []
+    done(rd3)
+    rd4 = node.ready()
+    assert rd4 is not None and rd4.hard_state is not None and rd4.hard_state.term == 2
+    assert [e.index for e in rd4.entries] == [5] and rd4.written_entries == []
+    assert [m.index for m in rd4.messages] == [5]
 
 
 def test_conf_change_round_trips() -> None:
