@@ -10,6 +10,7 @@ from warrenmq.queues.quorum import (
     Meta,
     QuorumMachine,
     make_cancel,
+    make_cancel_unread,
     make_checkout,
     make_credit,
     make_discard,
@@ -176,6 +177,61 @@ def test_cancel_keeping_what_the_channel_holds_returns_the_deliveries_it_never_g
     assert [(m.raft_index, m.delivery_count) for m in q.machine.ready] == [(3, 1)]
     assert q(make_settle("c1", [0]))[0] == ("ok", 1)  # still ackable
     assert "c1" not in q.machine.consumers
+
+
+# -- read-ahead: a consumer's node holds back what its client may not hold yet ---------------
+def test_a_window_counts_the_checkouts_beyond_it_as_read_ahead_not_unacknowledged() -> None:
+    q = Log()
+    q(make_checkout("c1", "ch1", prefetch=4, window=2))
+    for seq in range(1, 6):
+        q(enq(seq, size=10 * seq))
+    m = q.machine
+    assert (m.messages_ready(), m.messages_checked_out()) == (1, 4)
+    # the two latest checkouts (the 3rd and 4th message) are the ones held back
+    assert (m.messages_read_ahead(), m.bytes_read_ahead()) == (2, 30 + 40)
+    q(make_settle("c1", [0, 1]))  # their checkouts freed room: the fifth comes
+    assert (m.messages_ready(), m.messages_checked_out(), m.messages_read_ahead()) == (0, 3, 1)
+
+
+def test_a_cancel_returns_what_was_held_back_as_it_was_and_counts_the_rest() -> None:
+    q = Log(delivery_limit=1)
+    q(make_checkout("c1", "ch1", prefetch=4, window=2))
+    for seq in range(1, 5):
+        q(enq(seq))
+    # the client holds msg 0; msg 1 reached its channel after the cancel; 2 and 3 were held
+    reply, _ = q(make_cancel_unread("c1", [0], [2, 3]))
+    assert reply == ("ok", 4)
+    ready = [(x.raft_index, x.delivery_count, x.acquired_count) for x in q.machine.ready]
+    assert sorted(ready) == [(3, 1, 1), (4, 0, 0), (5, 0, 0)]
+    _, effects = q(make_checkout("c2", "ch2", prefetch=5))
+    # the held-back ones come again as never delivered; the other redelivered, counted
+    assert delivered(effects) == {"c2": [(0, 3, True, 1), (1, 4, False, 0), (2, 5, False, 0)]}
+    assert q(make_settle("c1", [0]))[0] == ("ok", 1)  # the kept one is still ackable
+
+
+def test_a_message_delivered_before_and_then_held_back_comes_again_redelivered() -> None:
+    q = Log()
+    q(make_checkout("c0", "ch0", prefetch=1))
+    q(enq(1))
+    q(make_return("c0", [0]))  # a failed delivery: it counts, and c0 gets it again
+    q(make_cancel("c0", requeue=True))  # a second
+    q(make_checkout("c1", "ch1", prefetch=2, window=1))  # a third checkout, held back
+    q(make_cancel_unread("c1", [], [0]))
+    _, effects = q(make_checkout("c2", "ch2", prefetch=5))
+    assert delivered(effects) == {"c2": [(0, 2, True, 2)]}  # as the two failures left it
+
+
+def test_a_checkout_without_a_window_reads_as_before_and_a_window_survives_a_snapshot() -> None:
+    q = Log()
+    q(("checkout", "old", "ch0", 3, 0, False, None))  # the 7-item form older nodes logged
+    q(make_checkout("new", "ch1", prefetch=4, window=2))
+    dumped = [c.dump() for c in q.machine.consumers.values()]
+    assert [len(d) for d in dumped] == [10, 11]  # no window: the consumer dumps as before
+    restored = QuorumMachine.from_snapshot(msgpack.unpackb(msgpack.packb(
+        q.machine.snapshot())))
+    assert {c.id: c.window for c in restored.consumers.values()} == {"old": 0, "new": 2}
+    with pytest.raises(ValueError, match="window"):
+        make_checkout("c", "ch", prefetch=4, window=5)
 
 
 def test_down_returns_the_owners_messages_redelivered_and_forgets_its_publisher() -> None:

@@ -26,6 +26,7 @@ from warrenmq.queues.quorum import (
     Meta,
     QuorumMachine,
     make_cancel,
+    make_cancel_unread,
     make_checkout,
     make_credit,
     make_dead_letter_settle,
@@ -181,6 +182,10 @@ class QuorumQueueLog(RuleBasedStateMachine):
     def checkout(self, cid, prefetch, priority, exclusive) -> None:
         self.apply(make_checkout(cid, OWNERS[cid], prefetch, priority, exclusive))
 
+    @rule(cid=st.sampled_from(CONSUMERS), window=st.integers(1, 3), extra=st.integers(0, 3))
+    def checkout_reading_ahead(self, cid, window, extra) -> None:
+        self.apply(make_checkout(cid, OWNERS[cid], window + extra, 0, False, None, window))
+
     def _held(self, cid, data) -> list[int]:
         consumer = self.machine.consumers.get(cid)
         ids = sorted(consumer.checked_out) if consumer else []
@@ -215,6 +220,16 @@ class QuorumQueueLog(RuleBasedStateMachine):
     def cancel_keeping(self, cid, data) -> None:
         """A channel's cancel keeps what the channel holds and returns the rest."""
         self.apply(make_cancel(cid, self._held(cid, data)))
+
+    @rule(cid=st.sampled_from(CONSUMERS), data=st.data())
+    def cancel_with_unread(self, cid, data) -> None:
+        """A read-ahead consumer's cancel: keeps what its client holds, returns what its
+        node held back as never delivered, and the rest as after any cancel."""
+        kept = self._held(cid, data)
+        consumer = self.machine.consumers.get(cid)
+        rest = sorted(set(consumer.checked_out) - set(kept)) if consumer else []
+        unread = data.draw(st.lists(st.sampled_from(rest), unique=True)) if rest else []
+        self.apply(make_cancel_unread(cid, kept, unread))
 
     @rule(owner=st.sampled_from(["o1", "o2"]))
     def down(self, owner) -> None:
@@ -260,6 +275,16 @@ class QuorumQueueLog(RuleBasedStateMachine):
             assert not (union & place), f"a message in two places: {union & place}"
             union |= place
         assert union == self.accepted, (self.accepted - union, union - self.accepted)
+
+    @invariant()
+    def read_ahead_is_within_what_is_checked_out(self) -> None:
+        if not hasattr(self, "machine"):
+            return
+        machine = self.machine
+        ahead = machine.messages_read_ahead()
+        assert 0 <= ahead <= machine.messages_checked_out()
+        assert 0 <= machine.bytes_read_ahead() <= sum(
+            m.size_bytes for c in machine.consumers.values() for m, _ in c.checked_out.values())
 
     @invariant()
     def delivery_counts_only_grow(self) -> None:

@@ -12,6 +12,7 @@ from .commands import (
     Meta,
     Reply,
     make_cancel,
+    make_cancel_unread,
     make_checkout,
     make_credit,
     make_dead_letter_settle,
@@ -36,7 +37,8 @@ from .state import QueueConfig
 __all__ = [
     "DEAD_LETTER_REASONS", "DEAD_LETTER_STRATEGIES", "OVERFLOWS", "Command", "DeliveryTags",
     "Effect", "MessageRef", "Meta", "PublisherStateLost", "QueueConfig", "QuorumMachine",
-    "QuorumSession", "Reply", "UnknownDeliveryTag", "make_cancel", "make_checkout",
+    "QuorumSession", "Reply", "UnknownDeliveryTag", "make_cancel", "make_cancel_unread",
+    "make_checkout",
     "make_credit", "make_dead_letter_settle", "make_discard", "make_down", "make_enqueue",
     "make_purge", "make_return", "make_settle", "make_tick", "make_update_config",
 ]

@@ -100,17 +100,27 @@ def make_enqueue(publisher: str | None, seq: int | None, size_bytes: int, priori
 
 
 def make_checkout(consumer_id: str, owner: str, prefetch: int = 0, priority: int = 0,
-                  exclusive: bool = False, timeout_ms: int | None = None) -> Command:
+                  exclusive: bool = False, timeout_ms: int | None = None,
+                  window: int | None = None) -> Command:
     """Register (or update) a consumer. `owner` is the channel or connection it lives on (a
     `down` for the owner ends it); `prefetch` 0 means no limit; `priority` is x-priority
-    (may be negative); `timeout_ms` overrides the queue's consumer ack timeout."""
+    (may be negative); `timeout_ms` overrides the queue's consumer ack timeout. `window`,
+    when given (1..prefetch), is how many of its checked-out messages the client itself may
+    hold: the rest wait on the consumer's node (see replica.py's "Read-ahead") and are
+    counted as ready, not unacknowledged."""
     _text("consumer_id", consumer_id)
     _text("owner", owner)
     _natural("prefetch", prefetch)
     if not isinstance(priority, int) or isinstance(priority, bool):
         raise ValueError(f"priority must be an integer, not {priority!r}")
     _natural("timeout_ms", timeout_ms, optional=True)
-    return ("checkout", consumer_id, owner, prefetch, priority, bool(exclusive), timeout_ms)
+    cmd = ("checkout", consumer_id, owner, prefetch, priority, bool(exclusive), timeout_ms)
+    if window is None:
+        return cmd
+    _natural("window", window)
+    if not 0 < window <= prefetch:
+        raise ValueError(f"window must be within 1..prefetch ({prefetch}), not {window}")
+    return (*cmd, window)
 
 
 def make_settle(consumer_id: str, msg_ids: list[int]) -> Command:
@@ -149,6 +159,16 @@ def make_cancel(consumer_id: str, requeue: bool | list[int] = True) -> Command:
     if isinstance(requeue, list | tuple):
         return ("cancel", consumer_id, _natural_list("msg_id", requeue))
     return ("cancel", consumer_id, bool(requeue))
+
+
+def make_cancel_unread(consumer_id: str, keep: list[int], unread: list[int]) -> Command:
+    """`make_cancel` with a list to keep, for a consumer whose node held some of its
+    messages back (read-ahead): those, `unread`, never reached the client, so they return
+    as they were, neither redelivered nor counted as a failed delivery; the others not kept
+    return as after any cancel."""
+    _text("consumer_id", consumer_id)
+    return ("cancel", consumer_id, _natural_list("msg_id", keep),
+            _natural_list("msg_id", unread))
 
 
 def make_down(owner: str) -> Command:

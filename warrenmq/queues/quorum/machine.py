@@ -122,8 +122,8 @@ class QuorumMachine:
     # -- the single entry point ---------------------------------------------------------------
     def apply(self, meta: Meta, command: Command) -> tuple[Reply, list[Effect]]:
         out = _Out()
-        handler, arity = _HANDLERS.get(command[0], (None, 0)) if command else (None, 0)
-        if handler is None or len(command) != arity:
+        handler, arity = _HANDLERS.get(command[0], (None, ())) if command else (None, ())
+        if handler is None or len(command) not in arity:
             # a command from a newer version, or not built by the make_* helpers
             reply: Reply = ("error", "unknown_command", repr(command)[:200])
         else:
@@ -175,6 +175,7 @@ class QuorumMachine:
 
     def _checkout_cmd(self, meta: Meta, cmd: Command, out: _Out) -> Reply:
         cid, owner, prefetch, priority, exclusive, timeout_ms = cmd[1:7]
+        window = cmd[7] if len(cmd) > 7 else 0
         consumer = self.consumers.get(cid)
         if consumer is None:
             others = [c for c in self.consumers.values() if c.status != CANCELLED]
@@ -184,6 +185,7 @@ class QuorumMachine:
         if consumer is None:
             consumer = Consumer(cid, owner, prefetch, priority, bool(exclusive), timeout_ms,
                                 self.next_order)
+            consumer.window = window
             self.next_order += 1
             self.consumers[cid] = consumer
             self._join(consumer)
@@ -196,6 +198,7 @@ class QuorumMachine:
                 self._enter_ring(consumer)
             consumer.priority = priority
             consumer.prefetch, consumer.timeout_ms = prefetch, timeout_ms
+            consumer.window = window
             if consumer.status == CANCELLED:
                 self._join(consumer)
         self._activate_next(out)
@@ -254,8 +257,14 @@ class QuorumMachine:
             self._return_all(consumer, out)
         elif isinstance(requeue, list):
             keep = set(requeue)
+            unread = set(cmd[3]) if len(cmd) > 3 else ()
             for msg_id in [m for m in consumer.checked_out if m not in keep]:
-                self._requeue(consumer.checked_out.pop(msg_id)[0], out)
+                msg = consumer.checked_out.pop(msg_id)[0]
+                if msg_id in unread:  # held back on the consumer's node: never delivered
+                    msg.acquired_count -= 1
+                    self.ready.requeue(msg)
+                else:
+                    self._requeue(msg, out)
         self._leave(consumer)
         self.last_active_ms = meta.ts_ms
         self._activate_next(out)
@@ -534,6 +543,23 @@ class QuorumMachine:
     def messages_checked_out(self) -> int:
         return sum(len(c.checked_out) for c in self.consumers.values())
 
+    def messages_read_ahead(self) -> int:
+        """Checked out beyond what their clients may hold (a consumer's `window`): waiting
+        on the consumers' nodes, so ready as far as an operator is concerned."""
+        return sum(len(c.checked_out) - c.window for c in self.consumers.values()
+                   if c.window and len(c.checked_out) > c.window)
+
+    def bytes_read_ahead(self) -> int:
+        """The size of those: a consumer's latest checkouts beyond its window (deliveries
+        are made in checkout order, so the ones held back are the last)."""
+        total = 0
+        for c in self.consumers.values():
+            extra = len(c.checked_out) - c.window if c.window else 0
+            if extra > 0:
+                entries = reversed(c.checked_out.values())
+                total += sum(next(entries)[0].size_bytes for _ in range(extra))
+        return total
+
     def messages_total(self) -> int:
         return self.ready.count + self.messages_checked_out()
 
@@ -617,18 +643,18 @@ class QuorumMachine:
 
 
 # op -> (handler, number of items in the command, op included)
-_HANDLERS: dict[Any, tuple[Any, int]] = {
-    "enqueue": (QuorumMachine._enqueue, 7),
-    "checkout": (QuorumMachine._checkout_cmd, 7),
-    "settle": (QuorumMachine._settle, 3),
-    "return": (QuorumMachine._return, 3),
-    "discard": (QuorumMachine._discard, 3),
-    "credit": (QuorumMachine._credit, 3),
-    "cancel": (QuorumMachine._cancel, 3),
-    "down": (QuorumMachine._down, 2),
-    "purge": (QuorumMachine._purge, 1),
-    "dequeue": (QuorumMachine._dequeue, 3),
-    "tick": (QuorumMachine._tick, 1),
-    "update_config": (QuorumMachine._update_config, 2),
-    "dead_letter_settle": (QuorumMachine._dead_letter_settle, 2),
+_HANDLERS: dict[Any, tuple[Any, tuple[int, ...]]] = {
+    "enqueue": (QuorumMachine._enqueue, (7,)),
+    "checkout": (QuorumMachine._checkout_cmd, (7, 8)),  # 8: with a window
+    "settle": (QuorumMachine._settle, (3,)),
+    "return": (QuorumMachine._return, (3,)),
+    "discard": (QuorumMachine._discard, (3,)),
+    "credit": (QuorumMachine._credit, (3,)),
+    "cancel": (QuorumMachine._cancel, (3, 4)),  # 4: with the unread msg_ids
+    "down": (QuorumMachine._down, (2,)),
+    "purge": (QuorumMachine._purge, (1,)),
+    "dequeue": (QuorumMachine._dequeue, (3,)),
+    "tick": (QuorumMachine._tick, (1,)),
+    "update_config": (QuorumMachine._update_config, (2,)),
+    "dead_letter_settle": (QuorumMachine._dead_letter_settle, (2,)),
 }

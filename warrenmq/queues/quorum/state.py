@@ -406,21 +406,27 @@ class Consumer:
     next_msg_id: int = 0
     # msg_id -> (message, timestamp of the checkout); insertion order is delivery order
     checked_out: dict[int, tuple[Msg, int]] = field(default_factory=dict)
+    window: int = 0  # how many of them its client may hold (0: all; see make_checkout)
 
     def has_credit(self) -> bool:
         return self.status == UP and (self.prefetch == 0
                                       or len(self.checked_out) < self.prefetch)
 
     def dump(self) -> list[Any]:
-        return [self.id, self.owner, self.prefetch, self.priority, self.exclusive,
-                self.timeout_ms, self.order, self.status, self.next_msg_id,
-                [[mid, m.dump(), ts] for mid, (m, ts) in self.checked_out.items()]]
+        out = [self.id, self.owner, self.prefetch, self.priority, self.exclusive,
+               self.timeout_ms, self.order, self.status, self.next_msg_id,
+               [[mid, m.dump(), ts] for mid, (m, ts) in self.checked_out.items()]]
+        if self.window:  # only then: without one, the snapshot reads as before windows
+            out.append(self.window)
+        return out
 
     @classmethod
     def load(cls, data: list[Any]) -> Consumer:
-        *head, checked = data
+        window = data[10] if len(data) > 10 else 0
+        *head, checked = data[:10]
         consumer = cls(*head)
         consumer.checked_out = {mid: (Msg.load(m), ts) for mid, m, ts in checked}
+        consumer.window = window
         return consumer
 
 
