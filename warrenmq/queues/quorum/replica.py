@@ -32,6 +32,19 @@ Bodies stay in the log entries (the machine holds references); this replica keep
 bodies of live messages in memory (`bodies`, by Raft index) and drops them as the machine's
 release cursor moves. A snapshot carries the machine's state and the live bodies.
 
+Read-ahead. A consumer gets new deliveries only as its settlements are applied, a round
+through Raft after its client's ack; with prefetch N it would wait for that round whenever
+its client has N unacknowledged, so a consumer that keeps up with a busy queue would be
+bound by commit latency rather than by its own speed. A consumer with a prefetch of
+`READ_AHEAD_MIN_PREFETCH` or more (per consumer; not no-ack, not channel-wide) therefore
+checks out twice its prefetch: its node hands the client at most N unacknowledged and holds
+the rest back (`_held`), delivering from there as the client acks, with no round to wait
+for. The machine knows the client's share (the checkout's `window`), so the listings count
+held-back messages as ready, as RabbitMQ would; a cancel returns them as they were, neither
+redelivered nor counted as a failed delivery. A consumer with a smaller prefetch (one
+dispatching long tasks fairly among workers, as Celery does) is left exact: read-ahead
+would keep messages at a busy worker that an idle one could take.
+
 Pure: proposing is `propose(data) -> Pending`, given by the shell, which also tells whether
 this replica leads (`is_leader`).
 """
@@ -53,6 +66,7 @@ from ...core.pending import Pending, when_all_true
 from .commands import (
     Meta,
     make_cancel,
+    make_cancel_unread,
     make_checkout,
     make_dead_letter_settle,
     make_dequeue,
@@ -82,6 +96,10 @@ Propose = Callable[[bytes, Callable[[], bool]], Pending]
 DeadLetter = Callable[[Any, list[Message], str], list[list[Pending] | None] | None]
 
 __all__ = ["QuorumQueue", "config_from"]
+
+# consumers with at least this prefetch read ahead as much again (see "Read-ahead" above)
+READ_AHEAD_MIN_PREFETCH = 50
+READ_AHEAD_MAX = 1000  # messages held back per consumer, at most
 
 
 class QuorumQueue:
@@ -114,6 +132,9 @@ class QuorumQueue:
         self.consumers: list[Consumer] = []  # the consumers on this node
         self.local: dict[str, Consumer] = {}  # consumer id -> consumer on this node
         self.cid_of: dict[Consumer, str] = {}
+        # read-ahead consumers here: consumer id -> [its window, unacknowledged at its
+        # client, the deliveries held back (msg_id, ref, redelivered, delivery count)]
+        self._ahead: dict[str, list] = {}
         self.waiting: dict[int, Pending] = {}
         self.applied = Applied()  # replicated: which (origin, ref) were applied
         self._next_ref = 0
@@ -162,7 +183,8 @@ class QuorumQueue:
 
     @property
     def message_count(self) -> int:
-        return self.machine.messages_ready()
+        """Ready, counting those held back for read-ahead consumers (not yet delivered)."""
+        return self.machine.messages_ready() + self.machine.messages_read_ahead()
 
     def live_bytes(self) -> int:
         """About what a snapshot of this replica weighs: its live bodies."""
@@ -170,7 +192,7 @@ class QuorumQueue:
 
     @property
     def ready_bytes(self) -> int:
-        return self.machine.ready.bytes
+        return self.machine.ready.bytes + self.machine.bytes_read_ahead()
 
     @property
     def resident_bytes(self) -> int:
@@ -179,8 +201,10 @@ class QuorumQueue:
 
     @property
     def unacked(self) -> int:
-        """Checked out to consumers on any node (the channels count their own)."""
-        return self.machine.messages_checked_out()
+        """Checked out to consumers on any node (the channels count their own), but for
+        those held back for read-ahead consumers."""
+        machine = self.machine
+        return machine.messages_checked_out() - machine.messages_read_ahead()
 
     @unacked.setter
     def unacked(self, value: int) -> None:
@@ -211,8 +235,14 @@ class QuorumQueue:
         self.had_consumers = True
         prefetch = consumer.prefetch or consumer.channel.global_prefetch
         priority = consumer.priority
+        window = None
+        if (consumer.prefetch >= READ_AHEAD_MIN_PREFETCH and not consumer.no_ack
+                and not consumer.channel.global_prefetch):
+            window = prefetch
+            prefetch += min(prefetch, READ_AHEAD_MAX)
+            self._ahead[cid] = [window, 0, deque()]
         p = self._submit(make_checkout(cid, self.owner, prefetch, priority,
-                                       consumer.exclusive, None))
+                                       consumer.exclusive, None, window))
         p.on_done(lambda p: p.error is None or self._forget(consumer))
         return p
 
@@ -220,16 +250,24 @@ class QuorumQueue:
         cid = self.cid_of.get(consumer)
         if cid is None:
             return
+        ahead = self._ahead.get(cid)
         self._forget(consumer)
         if not self.deleted:
             # the consumer's unacknowledged deliveries stay with its channel, which settles
             # or returns them later (RabbitMQ's behaviour for quorum queues); deliveries the
             # machine makes before the cancel is applied never reach the client, so the
-            # cancel returns whatever the channel does not hold, in the same command
-            self._submit(make_cancel(cid, _held_by(consumer, self)))
+            # cancel returns whatever the channel does not hold, in the same command, those
+            # held back here (read-ahead) as never delivered
+            if ahead is not None and ahead[2]:
+                self._submit(make_cancel_unread(cid, _held_by(consumer, self),
+                                                [entry[0] for entry in ahead[2]]))
+            else:
+                self._submit(make_cancel(cid, _held_by(consumer, self)))
 
     def _forget(self, consumer: Consumer) -> None:
-        self.local.pop(self.cid_of.pop(consumer, ""), None)
+        cid = self.cid_of.pop(consumer, "")
+        self._ahead.pop(cid, None)
+        self.local.pop(cid, None)
         if consumer in self.consumers:
             self.consumers.remove(consumer)
 
@@ -238,10 +276,26 @@ class QuorumQueue:
         make = make_settle if dead_reason is None else make_discard
         for cid, msg_ids in _by_consumer(entries).items():
             self._submit(make(cid, msg_ids))
+            if cid in self._ahead:
+                self._read_on(cid, len(msg_ids))
 
     def requeue(self, entries: list[tuple]) -> None:
         for cid, msg_ids in _by_consumer(entries).items():
             self._submit(make_return(cid, msg_ids))
+            if cid in self._ahead:
+                self._read_on(cid, len(msg_ids))
+
+    def _read_on(self, cid: str, done: int) -> None:
+        """`done` of a read-ahead consumer's deliveries left its client: deliver as many
+        of those held back."""
+        ahead = self._ahead[cid]
+        ahead[1] = max(0, ahead[1] - done)
+        held = ahead[2]
+        consumer = self.local.get(cid)
+        if held and consumer is not None:
+            batch = [held.popleft() for _ in range(min(ahead[0] - ahead[1], len(held)))]
+            ahead[1] += len(batch)
+            self._hand(consumer, cid, batch)
 
     def take(self) -> Pending:
         """basic.get: a Pending of the entry (or None when empty), once committed."""
@@ -408,6 +462,18 @@ class QuorumQueue:
                 # applied: the messages go back rather than stay checked out to nobody
                 self._submit(make_return(cid, [entry[0] for entry in batch]))
             return  # else a consumer on another node: its replica delivers
+        ahead = self._ahead.get(cid)
+        if ahead is not None:
+            held = ahead[2]
+            room = ahead[0] - ahead[1]
+            if held or room < len(batch):  # in order: behind those held back already
+                held.extend(batch)
+                batch = [held.popleft() for _ in range(min(room, len(held)))]
+            ahead[1] += len(batch)
+        self._hand(consumer, cid, batch)
+
+    def _hand(self, consumer: Consumer, cid: str, batch: list) -> None:
+        """Deliver `batch` to the consumer's client."""
         channel = consumer.channel
         # a consumer sees the count once a delivery failed (RabbitMQ 3.10); a classic queue
         # replicated by a policy, only under a delivery limit (as an unreplicated one)
