@@ -764,7 +764,9 @@ def main() -> int:
         + (f"## What else ran on the machine (it is shared)\n\n{load}\n\n" if load else "")
         + SETUP_TEXT.format(ha_policy=HA_POLICY, window=CONFIRM_WINDOW, prefetch=PREFETCH,
                             rate=args.rate, settle=SETTLE_TIMEOUT_S))
-    replace_between(README, TABLE_START, TABLE_END, f"{header}\n\n{body}\n{failures(results)}")
+    failed = failures(results)
+    replace_between(README, TABLE_START, TABLE_END,
+                    f"{header}\n\n{body}" + (f"\n{failed}" if failed else ""))
     print(f"wrote {RESULTS.relative_to(HERE.parent)}")
     return 0
 

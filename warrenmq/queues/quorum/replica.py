@@ -38,7 +38,7 @@ its client has N unacknowledged, so a consumer that keeps up with a busy queue w
 bound by commit latency rather than by its own speed. A consumer with a prefetch of
 `READ_AHEAD_MIN_PREFETCH` or more (per consumer; not no-ack, not channel-wide) therefore
 checks out twice its prefetch: its node hands the client at most N unacknowledged and holds
-the rest back (`_held`), delivering from there as the client acks, with no round to wait
+the rest back (`_ahead`), delivering from there as the client acks, with no round to wait
 for. The machine knows the client's share (the checkout's `window`), so the listings count
 held-back messages as ready, as RabbitMQ would; a cancel returns them as they were, neither
 redelivered nor counted as a failed delivery. A consumer with a smaller prefetch (one
