@@ -431,12 +431,38 @@ def get_nack_scenario(url: str, limit: int | None) -> list:
         conn.close()
 
 
-@pytest.mark.parametrize("limit", [
-    pytest.param(None, marks=pytest.mark.xfail(strict=True, reason=(
-        "known difference: without a delivery limit RabbitMQ 3.10 puts a got-and-nacked "
-        "message behind the others; here it comes back first: the machine puts what a "
-        "consumer record not in delivery returns first, and a getter's record is one"))),
-    5,
-])
+@pytest.mark.parametrize("limit", [None, 5])
 def test_where_a_got_and_requeued_message_goes_matches_rabbitmq(differential, limit):
     differential(get_nack_scenario, limit)
+
+
+def cancel_then_nack_scenario(url: str, limit: int | None) -> list:
+    """A consumer (prefetch 1) takes the first message, is cancelled, then nacks it with
+    requeue: where it goes, with and without a delivery limit."""
+    names = Names()
+    conn = pika_connection(url)
+    ch = conn.channel()
+    ch.confirm_delivery()
+    q = names["cancelnack"]
+    limit_arg = {} if limit is None else {"x-delivery-limit": limit}
+    try:
+        ch.queue_declare(q, durable=True, arguments={**QUORUM, **limit_arg})
+        for i in range(1, 4):
+            ch.basic_publish("", q, f"m{i}".encode())
+        tags: list = []
+        consumer = conn.channel()
+        consumer.basic_qos(prefetch_count=1)
+        ctag = consumer.basic_consume(q, lambda c, m, p, b: tags.append(m.delivery_tag))
+        drain_until(conn, lambda: len(tags) == 1)
+        consumer.basic_cancel(ctag)
+        consumer.basic_nack(tags[0], requeue=True)
+        drain_until(conn, lambda: _count(ch, q) == 3)
+        return _drain(names, ch, q)
+    finally:
+        ch.queue_delete(q)
+        conn.close()
+
+
+@pytest.mark.parametrize("limit", [None, 5])
+def test_where_a_cancelled_consumers_requeue_goes_matches_rabbitmq(differential, limit):
+    differential(cancel_then_nack_scenario, limit)

@@ -120,6 +120,19 @@ def test_without_a_delivery_limit_a_consumers_requeue_goes_behind_later_messages
     assert delivered(effects) == {"c1": [(2, 2, True, 1)]}
 
 
+def test_a_requeue_the_client_asked_for_goes_behind_one_from_a_closing_channel_first() -> None:
+    q = Log()
+    q(make_checkout("c1", "ch1", prefetch=2))
+    for seq in (1, 2, 3):
+        q(enq(seq))
+    q(make_cancel("c1", requeue=False))  # c1 holds msgs 0 (index 2) and 1 (index 3)
+    q(make_return("c1", [0], asked=True))  # a nack after the cancel: behind the others
+    q(make_return("c1", [1], asked=False))  # its channel closing: first
+    assert [m.raft_index for m in q.machine.ready] == [3, 4, 2]
+    with pytest.raises(ValueError):
+        make_return("", [0], asked=True)
+
+
 def test_returns_over_the_delivery_limit_are_dead_lettered_with_reason_delivery_limit() -> None:
     q = Log(delivery_limit=1)
     q(make_checkout("c1", "ch1", prefetch=1))

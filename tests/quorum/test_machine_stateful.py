@@ -200,9 +200,10 @@ class QuorumQueueLog(RuleBasedStateMachine):
     def settle_again(self, cid, data) -> None:
         self.apply(make_settle(cid, self._held(cid, data)))
 
-    @rule(cid=st.sampled_from(CONSUMERS), data=st.data())
-    def return_(self, cid, data) -> None:
-        self.apply(make_return(cid, self._held(cid, data)))
+    @rule(cid=st.sampled_from(CONSUMERS), data=st.data(),
+          asked=st.sampled_from([None, True, False]))
+    def return_(self, cid, data, asked) -> None:
+        self.apply(make_return(cid, self._held(cid, data), asked))
 
     @rule(cid=st.sampled_from(CONSUMERS), data=st.data())
     def discard(self, cid, data) -> None:

@@ -725,7 +725,11 @@ class Channel:
         else:
             self._settle(taken, True, requeue)
 
-    def _settle(self, taken: list[tuple[int, tuple]], rejected: bool, requeue: bool) -> None:
+    def _settle(self, taken: list[tuple[int, tuple]], rejected: bool, requeue: bool,
+                asked: bool = True) -> None:
+        """Ack, reject or requeue what was taken; a requeue `asked` by the client (nack,
+        reject, recover) or not (the channel closing, a consumer timing out): a quorum queue
+        puts the first behind its other messages, the second first, as RabbitMQ does."""
         touched: dict[Any, list] = {}
         for _tag, (queue, entry, consumer) in taken:
             if consumer is not None:
@@ -733,7 +737,7 @@ class Channel:
             touched.setdefault(queue, []).append(entry)
         for queue, entries in touched.items():
             if rejected and requeue:
-                queue.requeue(entries)
+                queue.requeue(entries, asked)
             else:
                 queue.settle(entries, "rejected" if rejected else None)
         self._refill(touched)
@@ -774,7 +778,7 @@ class Channel:
             del self.unacked[t]
             self.timed_out_tags.add(t)
         self.unacked_count -= len(mine)
-        self._settle(mine, True, True)
+        self._settle(mine, True, True, asked=False)
 
     def handle_basic_recover(self, m) -> None:
         if not m.requeue:
@@ -783,11 +787,11 @@ class Channel:
         if isinstance(m, C.Basic.Recover):
             self.send(C.Basic.RecoverOk())
 
-    def requeue_all(self) -> None:
+    def requeue_all(self, asked: bool = True) -> None:
         taken = list(self.unacked.items())
         self.unacked.clear()
         self.unacked_count = 0
-        self._settle(taken, True, True)
+        self._settle(taken, True, True, asked)
 
     # -- basic: publishing ----------------------------------------------------------------------
     def publish(self, exchange: str, routing_key: str, ex_ss: bytes, rk_ss: bytes,
@@ -970,7 +974,7 @@ class Channel:
             self.node.remove_consumer(consumer)
         self.tx_ops = []
         if self.unacked:
-            self.requeue_all()
+            self.requeue_all(asked=False)
 
 
 def _quietly(p: Pending | None) -> Proposing:

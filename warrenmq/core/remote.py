@@ -439,7 +439,8 @@ class RemoteQueue:
     def settle(self, entries: list[tuple], dead_reason: str | None = None) -> None:
         self._settle(entries, ACK if dead_reason is None else REJECT)
 
-    def requeue(self, entries: list[tuple]) -> None:
+    def requeue(self, entries: list[tuple], asked: bool | None = None) -> None:  # noqa: ARG002
+        # the home is not told why: it returns them as after a live consumer's requeue
         self._settle(entries, REQUEUE)
 
     def _settle(self, entries: list[tuple], op: int) -> None:

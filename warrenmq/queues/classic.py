@@ -187,9 +187,10 @@ class ClassicQueue:
         if entries:
             self.next_seq = max(self.next_seq, entries[-1][0])
 
-    def requeue(self, entries: list[Entry]) -> None:
+    def requeue(self, entries: list[Entry], asked: bool | None = None) -> None:  # noqa: ARG002
         """Put delivered entries back, in their original positions, marked redelivered;
-        under a delivery limit, those that failed once too often are dead-lettered instead."""
+        under a delivery limit, those that failed once too often are dead-lettered instead
+        (whether the client `asked` or its channel closed)."""
         if self.lent:
             entries = self._stored(entries)
         self.unacked -= len(entries)

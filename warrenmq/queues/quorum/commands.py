@@ -129,11 +129,18 @@ def make_settle(consumer_id: str, msg_ids: list[int]) -> Command:
     return ("settle", consumer_id, _msg_ids(msg_ids))
 
 
-def make_return(consumer_id: str, msg_ids: list[int]) -> Command:
+def make_return(consumer_id: str, msg_ids: list[int], asked: bool | None = None) -> Command:
     """Requeue (nack/reject with requeue): the delivery failed and counts towards the
-    delivery limit."""
+    delivery limit. Without a delivery limit, where it goes depends on who returns it:
+    `asked` True, the client (nack, reject, recover: behind every other message, as
+    RabbitMQ 3.10 puts it, whatever became of the consumer); False, its channel closing
+    (first); None (the 3-item form of older nodes, and of the queue's other nodes'
+    channels, which do not say): behind the others while the consumer is live, else
+    first."""
     _text("consumer_id", consumer_id)
-    return ("return", consumer_id, _msg_ids(msg_ids))
+    if asked is None:
+        return ("return", consumer_id, _msg_ids(msg_ids))
+    return ("return", consumer_id, _msg_ids(msg_ids), bool(asked))
 
 
 def make_discard(consumer_id: str, msg_ids: list[int]) -> Command:

@@ -13,13 +13,13 @@ Order. `ready` decides which message goes next, for a delivery, a basic.get, an 
 the head or a drop-head alike. A quorum queue orders as RabbitMQ 4.0 to 4.2 do (state.py's
 FairShareQueue): returned messages first, in the order they came back; then priorities
 above 4 ("high") and the rest ("normal") at 2:1, the older first when it is normal's turn.
-Where a returned message goes follows rabbit_fifo too: a live consumer's requeue (nack,
-reject, recover) to a queue without a delivery limit is re-appended behind every other
-message, as normal priority (RabbitMQ re-appends it to the log); any other return (a
-delivery limit is set, or the consumer is gone: cancelled, its channel or node down, timed
-out) goes first. The commands do not say why a message comes back, so a consumer that is
-cancelled (basic.get's record always is) counts as gone: a basic.get's message nacked with
-requeue goes first, where RabbitMQ puts it at the back. A classic queue under an ha-*
+Where a returned message goes follows rabbit_fifo too: what the client requeues (nack,
+reject, recover; also after its consumer was cancelled, and a basic.get's message) to a
+queue without a delivery limit is re-appended behind every other message, as normal
+priority (RabbitMQ re-appends it to the log); any other return (a delivery limit is set, or
+the consumer's channel or node is gone, or it timed out) goes first. A return says which it
+is (make_return's `asked`); the older form, which does not, counts a live consumer's as
+asked and a cancelled one's as not. A classic queue under an ha-*
 policy orders as a classic queue: strict levels up to its x-max-priority, a returned
 message back in its place by index.
 
@@ -212,11 +212,14 @@ class QuorumMachine:
 
     def _return(self, meta: Meta, cmd: Command, out: _Out) -> Reply:
         consumer = self.consumers.get(cmd[1])
-        if (consumer is not None and consumer.status != CANCELLED
+        asked = cmd[3] if len(cmd) > 3 else None
+        if (consumer is not None
+                and (consumer.status != CANCELLED if asked is None else asked)
                 and self.config.delivery_limit is None
                 and isinstance(self.ready, FairShareQueue)):
-            # what a live consumer requeues (nack, reject, recover) to a quorum queue without
-            # a delivery limit goes behind everything else, in msg_id order (see Order)
+            # what the client requeues (nack, reject, recover; in the older form, what a live
+            # consumer requeues) to a quorum queue without a delivery limit goes behind
+            # everything else, in msg_id order (see Order)
             ids = sorted(i for i in cmd[2] if i in consumer.checked_out)
             return self._release(meta, (cmd[0], cmd[1], ids), out,
                                  lambda msg: self._requeue(msg, out, meta.raft_index))
@@ -647,7 +650,7 @@ _HANDLERS: dict[Any, tuple[Any, tuple[int, ...]]] = {
     "enqueue": (QuorumMachine._enqueue, (7,)),
     "checkout": (QuorumMachine._checkout_cmd, (7, 8)),  # 8: with a window
     "settle": (QuorumMachine._settle, (3,)),
-    "return": (QuorumMachine._return, (3,)),
+    "return": (QuorumMachine._return, (3, 4)),  # 4: who returns it
     "discard": (QuorumMachine._discard, (3,)),
     "credit": (QuorumMachine._credit, (3,)),
     "cancel": (QuorumMachine._cancel, (3, 4)),  # 4: with the unread msg_ids

@@ -19,7 +19,7 @@ What a quorum queue does as RabbitMQ 3.10 does (a classic queue replicated by an
 keeps classic behaviour): `x-delivery-count` on redeliveries (the number of failed
 deliveries: returns, requeues, consumers gone) and on every basic.get; no global
 (channel-wide) QoS, refused at consume with 540 NOT_IMPLEMENTED; the leader deletes the
-queue once unused for its x-expires; a message its consumer requeues goes to the back
+queue once unused for its x-expires; a message its client requeues goes to the back
 without a delivery limit, first with one. One deliberate exception, message priorities,
 follows RabbitMQ 4.x instead of 3.10 (which ignores them): priorities above 4 are served
 first, 2:1 with the others (x-max-priority stays refused at declare, as in 4.x; see
@@ -279,9 +279,11 @@ class QuorumQueue:
             if cid in self._ahead:
                 self._read_on(cid, len(msg_ids))
 
-    def requeue(self, entries: list[tuple]) -> None:
+    def requeue(self, entries: list[tuple], asked: bool | None = None) -> None:
+        """Return deliveries: `asked` by the client (nack, reject, recover), or not (its
+        channel closing), or None when the caller does not know (see make_return)."""
         for cid, msg_ids in _by_consumer(entries).items():
-            self._submit(make_return(cid, msg_ids))
+            self._submit(make_return(cid, msg_ids, asked))
             if cid in self._ahead:
                 self._read_on(cid, len(msg_ids))
 
