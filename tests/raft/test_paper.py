@@ -358,6 +358,36 @@ def test_vote_request_within_the_lease_is_ignored() -> None:
     assert env.nodes[2].ready() is None  # not even an answer
 
 
+def test_a_voter_told_its_leaders_node_is_gone_campaigns_at_once() -> None:
+    """Not the paper's: a host that sees the leader's link drop (a crashed node) tells its
+    groups (`leader_lost`); the voter it picks campaigns at once, with no tick, and wins
+    when the other survivor has learnt it too (it grants pre-votes once it forgot the
+    leader, though the leader's lease would still run)."""
+    env = group(3, RaftConfig(check_quorum=True, pre_vote=True))
+    env.elect(1)
+    env.partition({1}, {2, 3})
+    env.nodes[3].leader_lost(1, soon=False)
+    env.nodes[2].leader_lost(1, soon=True)
+    env.stabilize([2, 3])
+    assert env.nodes[2].role is Role.LEADER and env.nodes[2].term == 2
+    assert env.nodes[3].leader_id == 2
+
+
+def test_a_voter_that_campaigned_at_once_too_early_tries_again_at_the_next_tick() -> None:
+    """The other survivor has not seen the link drop yet, so it refuses the pre-vote while
+    the leader's lease runs; the next tick campaigns again, and by then it knows."""
+    env = group(3, RaftConfig(check_quorum=True, pre_vote=True))
+    env.elect(1)
+    env.partition({1}, {2, 3})
+    env.nodes[2].leader_lost(1, soon=True)
+    env.stabilize([2, 3])
+    assert env.nodes[2].role is Role.PRE_CANDIDATE and env.nodes[2].term == 1
+    env.nodes[3].leader_lost(1, soon=False)
+    env.tick(2)
+    env.stabilize([2, 3])
+    assert env.nodes[2].role is Role.LEADER and env.nodes[2].term == 2
+
+
 def test_timeout_now_starts_an_election_at_once() -> None:
     """Thesis 3.10: "the prior leader sends a TimeoutNow request to the target server. This
     request has the same effect as the target server's election timer firing: the target

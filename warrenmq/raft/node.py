@@ -159,11 +159,12 @@ class RaftNode:
 
     def leader_lost(self, leader: int, soon: bool) -> None:
         """The host learned that `leader`'s node is gone (its link dropped): forget it as
-        leader so that this node grants pre-votes at once, and campaign at the next tick if
-        `soon` (the host picks one surviving voter, so that two do not split the vote),
-        otherwise after a few ticks more than the usual timeout, in case that one cannot win
-        (its log is behind: then the node with the better log campaigns, see
-        `_handle_vote_request`)."""
+        leader so that this node grants pre-votes at once, and campaign now if `soon` (the
+        host picks one surviving voter, so that two do not split the vote) and again at the
+        next tick should that pre-vote not win (a voter that has not yet seen the link drop
+        still refuses it), otherwise after a few ticks more than the usual timeout, in case
+        that one cannot win (its log is behind: then the node with the better log
+        campaigns, see `_handle_vote_request`)."""
         if self.role is Role.LEADER or self.leader_id != leader or leader == NONE:
             return
         et = self.config.election_tick
@@ -173,7 +174,9 @@ class RaftNode:
             self.randomized_election_timeout = et + 1
         else:
             self.randomized_election_timeout = et + 3 + self.rng.randrange(et)
-        self._info(f"lost leader {leader}: campaigning {'soon' if soon else 'later'}")
+        self._info(f"lost leader {leader}: campaigning {'now' if soon else 'later'}")
+        if soon and self.promotable():
+            self._hup(force=False)
 
     def propose(self, data: bytes, broadcast: bool = True) -> int:
         """Append `data` to the leader's log; returns its index (committed later, maybe).

@@ -519,8 +519,10 @@ class RaftHost:
             soon = bool(alive) and min(alive) == self.node_id
             node.leader_lost(peer, soon=soon)
             log.debug("node %s: group %r lost its leader %s; campaigning %s", self.node_id,
-                      g.id, peer, "soon" if soon else "later")
+                      g.id, peer, "now" if soon else "later")
             self._touch(g)
+            if node.has_ready():
+                self._dirty.add(g)
         self._kick()
 
     def group(self, group_id: str) -> RaftNode:
