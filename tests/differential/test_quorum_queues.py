@@ -410,6 +410,14 @@ def test_what_a_large_prefetch_consumer_leaves_behind_matches_rabbitmq(different
     differential(prefetch_handover_scenario, how)
 
 
+def _three_messages(ch, q: str, limit: int | None) -> None:
+    """A quorum queue `q`, with a delivery limit unless `limit` is None, holding m1..m3."""
+    limit_arg = {} if limit is None else {"x-delivery-limit": limit}
+    ch.queue_declare(q, durable=True, arguments={**QUORUM, **limit_arg})
+    for i in range(1, 4):
+        ch.basic_publish("", q, f"m{i}".encode())
+
+
 def get_nack_scenario(url: str, limit: int | None) -> list:
     """basic.get takes the head, then nacks it with requeue: where it goes, with and without a
     delivery limit."""
@@ -418,11 +426,8 @@ def get_nack_scenario(url: str, limit: int | None) -> list:
     ch = conn.channel()
     ch.confirm_delivery()
     q = names["getnack"]
-    limit_arg = {} if limit is None else {"x-delivery-limit": limit}
     try:
-        ch.queue_declare(q, durable=True, arguments={**QUORUM, **limit_arg})
-        for i in range(1, 4):
-            ch.basic_publish("", q, f"m{i}".encode())
+        _three_messages(ch, q, limit)
         method, _, first = ch.basic_get(q)
         ch.basic_nack(method.delivery_tag, requeue=True)
         return [first.decode(), _drain(names, ch, q)]
@@ -444,11 +449,8 @@ def cancel_then_nack_scenario(url: str, limit: int | None) -> list:
     ch = conn.channel()
     ch.confirm_delivery()
     q = names["cancelnack"]
-    limit_arg = {} if limit is None else {"x-delivery-limit": limit}
     try:
-        ch.queue_declare(q, durable=True, arguments={**QUORUM, **limit_arg})
-        for i in range(1, 4):
-            ch.basic_publish("", q, f"m{i}".encode())
+        _three_messages(ch, q, limit)
         tags: list = []
         consumer = conn.channel()
         consumer.basic_qos(prefetch_count=1)
